@@ -1,0 +1,146 @@
+"""The command line behind train.py: config help, checks, the sweep and its report."""
+
+from __future__ import annotations
+
+import io
+import logging
+import pathlib
+import re
+import sys
+import tokenize
+from collections.abc import Sequence
+
+import ml_collections
+
+from resflax import validation
+
+CONFIG_DIR = pathlib.Path(__file__).parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "quick.py"
+RECIPE_CONFIG = CONFIG_DIR / "default.py"
+
+# Exit status for input that can be fixed by the user: a bad config value, missing data, a
+# checkpoint that cannot be restored.
+EXIT_BAD_INPUT = 2
+
+_ASSIGNMENT = re.compile(r"^\s*config\.(\w+)\s*=")
+
+
+def config_names() -> list[str]:
+  return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def expand_config_argument(argv: Sequence[str]) -> list[str]:
+  """Let `--config NAME` stand for a shipped config file, e.g. `--config standard`."""
+  expanded = list(argv)
+  for i, arg in enumerate(expanded):
+    if arg == "--config" and i + 1 < len(expanded):
+      expanded[i + 1] = _config_path(expanded[i + 1])
+    elif arg.startswith("--config="):
+      expanded[i] = "--config=" + _config_path(arg.split("=", 1)[1])
+  return expanded
+
+
+def _config_path(value: str) -> str:
+  name, _, argument = value.partition(":")
+  if name in config_names():
+    name = str(CONFIG_DIR / f"{name}.py")
+  return name + (":" + argument if argument else "")
+
+
+def describe_config_keys(path: pathlib.Path = RECIPE_CONFIG) -> str:
+  """Build the help text of every config key from the comments beside it in default.py."""
+  lines = []
+  pending_comment = []
+  source = path.read_text()
+  comments = {}
+  for token in tokenize.generate_tokens(io.StringIO(source).readline):
+    if token.type == tokenize.COMMENT:
+      comments[token.start[0]] = token.string.lstrip("# ").strip()
+  for number, text in enumerate(source.splitlines(), start=1):
+    match = _ASSIGNMENT.match(text)
+    if not match:
+      pending_comment = pending_comment + [comments[number]] if text.strip().startswith("#") else []
+      continue
+    key = match.group(1)
+    value = text.split("=", 1)[1].split("#", 1)[0].strip()
+    if value.startswith("config_dict.placeholder"):
+      value = "None"
+    description = comments.get(number) or " ".join(pending_comment)
+    lines.append(f"  {key} = {value}" + (f": {description}" if description else ""))
+    pending_comment = []
+  return "\n".join(lines)
+
+
+def config_help() -> str:
+  return (
+      "Config file, or the name of a shipped config ("
+      + ", ".join(config_names())
+      + "). Override any key with --config.KEY=VALUE. Keys, with their 2015-recipe defaults:\n"
+      + describe_config_keys()
+  )
+
+
+def load_recipe() -> ml_collections.ConfigDict:
+  from resflax.configs import default  # pylint: disable=g-import-not-at-top
+
+  return default.get_config()
+
+
+def sharing_devices(parallel: str) -> int:
+  """Return how many devices, over all processes, share one global batch in this mode."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  return 1 if parallel == "jit" else jax.device_count()
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | None) -> int:
+  """Validate the config, train the sweep, write and print the report; return the exit status."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from resflax import data  # pylint: disable=g-import-not-at-top
+  from resflax import sweep  # pylint: disable=g-import-not-at-top
+  from resflax.training import checkpoint  # pylint: disable=g-import-not-at-top
+
+  try:
+    validation.validate_config(config, sharing_devices(config.parallel))
+  except validation.ConfigError as error:
+    logging.error("%s", error)
+    return EXIT_BAD_INPUT
+
+  path = pathlib.Path(workdir or pathlib.Path("runs") / config.name)
+  is_writer = jax.process_index() == 0
+  if is_writer:
+    path.mkdir(parents=True, exist_ok=True)
+  logging.info("sweep %s in %s on %d %s device(s), %s mode", config.name, path.resolve(),
+               jax.device_count(), jax.default_backend(), config.parallel)
+
+  try:
+    results = sweep.train_runs(config, path, is_writer)
+  except (validation.ConfigError, data.DataUnavailableError, checkpoint.CheckpointError) as error:
+    logging.error("%s", error)
+    return EXIT_BAD_INPUT
+  if not is_writer:
+    return 0
+
+  table, verdict = sweep.write_report(config, load_recipe(), path, results)
+  print(f"\nResults ({path / sweep.RESULTS_FILE}), errors in %:\n\n{table}\n")
+  print(f"Figures: {path / sweep.CURVES_FIGURE}, {path / sweep.DEPTH_FIGURE}\n")
+  print("Verdict:")
+  for line in verdict:
+    print(f"  {line}")
+  sys.stdout.flush()
+  return 0
+
+
+def initialize_distributed(
+    coordinator_address: str | None, num_processes: int | None, process_id: int | None
+) -> None:
+  """Join a multi-process run; with no address, jax detects the cluster (TPU pods, SLURM)."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  # CPU processes need a collectives backend to exchange gradients; accelerators ignore it. It
+  # must be set before the first backend call, like jax.distributed.initialize itself.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  logging.info("process %d of %d joined, %d devices in all", jax.process_index(),
+               jax.process_count(), jax.device_count())

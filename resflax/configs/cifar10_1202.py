@@ -1,0 +1,17 @@
+"""ResNet-1202 on CIFAR-10 with the 2015 recipe, the paper's test of extreme depth.
+
+The paper reports 7.93% test error, worse than ResNet-110's 6.43%, which it attributes to
+overfitting. Blocks run under nn.scan on accelerators so compilation stays short.
+"""
+
+from resflax.configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.name = "cifar10_1202"
+  config.families = ("residual",)
+  config.depths = (1202,)
+  config.eval_every = 2000
+  config.checkpoint_every = 2000
+  return config

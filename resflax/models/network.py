@@ -1,0 +1,108 @@
+"""Parts shared by `CifarNet` and `ImageNetNet`: option checks, layer partials, stages and head."""
+
+import functools
+import warnings
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from resflax.models.blocks import block_class
+from resflax.models.layers import BatchNorm, ModuleDef, check_shortcut, conv_kernel_init
+from resflax.models.stages import Stage, default_scan_blocks
+
+
+class NetworkOptions(Protocol):
+  """Fields that `CifarNet` and `ImageNetNet` share (documented on those classes)."""
+
+  residual: bool
+  shortcut: str
+  width: int
+  num_classes: int
+  preactivation: bool
+  zero_init_residual: bool
+  dtype: Any
+  axis_name: str | None
+  bn_momentum: float
+  bn_epsilon: float
+  scan_blocks: bool | None
+  remat: bool
+
+
+def check_options(net: NetworkOptions) -> None:
+  """Raise ValueError for an unknown shortcut; warn when zero_init_residual is set on a plain net."""
+  check_shortcut(net.shortcut)
+  if net.zero_init_residual and not net.residual:
+    # stacklevel 5 skips the frames of flax's generated __init__ to reach the constructing line.
+    warnings.warn(
+        "zero_init_residual=True is ignored on a plain net (residual=False): "
+        "it would zero the output of every block",
+        stacklevel=5,
+    )
+
+
+def make_conv(net: NetworkOptions) -> ModuleDef:
+  """Return the conv partial: no bias, He-normal (fan_out) kernels, compute in `net.dtype`."""
+  return functools.partial(
+      nn.Conv, use_bias=False, kernel_init=conv_kernel_init, dtype=net.dtype
+  )
+
+
+def make_norm(net: NetworkOptions, train: bool) -> ModuleDef:
+  """Return the BatchNorm partial: batch statistics when training, running averages otherwise."""
+  return functools.partial(
+      BatchNorm,
+      use_running_average=not train,
+      momentum=net.bn_momentum,
+      epsilon=net.bn_epsilon,
+      dtype=net.dtype,
+      axis_name=net.axis_name,
+  )
+
+
+def make_block(
+    net: NetworkOptions, bottleneck: bool, conv: ModuleDef, norm: ModuleDef
+) -> ModuleDef:
+  """Return the block partial of `net`, with zero_init_residual dropped on plain nets."""
+  return functools.partial(
+      block_class(bottleneck, net.preactivation),
+      conv=conv,
+      norm=norm,
+      residual=net.residual,
+      shortcut=net.shortcut,
+      zero_init_residual=net.zero_init_residual and net.residual,
+  )
+
+
+def apply_stages(
+    net: NetworkOptions, x: jax.Array, block: ModuleDef, stage_sizes: Sequence[int]
+) -> jax.Array:
+  """Apply submodules `stage1`, `stage2`, ...: stage k has `width * 2**(k-1)` features and
+  `stage_sizes[k-1]` blocks, and every stage but the first starts with stride 2."""
+  scan_blocks = default_scan_blocks() if net.scan_blocks is None else net.scan_blocks
+  for index, num_blocks in enumerate(stage_sizes):
+    x = Stage(
+        block,
+        features=net.width * 2**index,
+        num_blocks=num_blocks,
+        strides=1 if index == 0 else 2,
+        scan_blocks=scan_blocks,
+        remat=net.remat,
+        name=f"stage{index + 1}",
+    )(x)
+  return x
+
+
+def apply_head(net: NetworkOptions, x: jax.Array, norm: ModuleDef) -> jax.Array:
+  """Pool globally and apply the dense `head`; return float32 logits.
+
+  Pre-activation nets first apply `final_bn` and ReLU, since their last block ends with an
+  addition.
+  """
+  if net.preactivation:
+    x = nn.relu(norm(name="final_bn")(x))
+  x = jnp.mean(x, axis=(1, 2))
+  x = nn.Dense(net.num_classes, dtype=net.dtype, name="head")(x)
+  return jnp.asarray(x, jnp.float32)

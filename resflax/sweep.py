@@ -1,0 +1,178 @@
+"""The depth sweep: train every (seed, depth, family) run of a config, then report.
+
+Workdir layout:
+  results.jsonl          one line per finished run; a run with a line is not trained again
+  runs/<family>-<depth>-seed<seed>/   checkpoints, history.jsonl and TensorBoard events of one run
+  summary.csv, summary.md, verdict.txt, training_curves.png, error_vs_depth.png
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pathlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import ml_collections
+
+from resflax import report
+from resflax import validation
+
+RESULTS_FILE = "results.jsonl"
+CURVES_FIGURE = "training_curves.png"
+DEPTH_FIGURE = "error_vs_depth.png"
+
+# Keys that change how a run is shown or stored but not what it computes; they may differ
+# between the command that started a sweep and the one that resumes it.
+PRESENTATION_KEYS = frozenset({
+    "name", "families", "depths", "seeds", "family", "depth", "seed", "progress", "log_every",
+    "eval_every", "checkpoint_every", "keep_checkpoints", "eval_batch_size", "data_dir", "idx_dir",
+    "download",
+})
+
+# Keys compared with the 2015 CIFAR-10 recipe when the verdict lists deviations from it.
+RECIPE_KEYS = (
+    "dataset", "width", "shortcut", "preactivation", "zero_init_residual", "batch_size",
+    "num_steps", "learning_rate", "lr_boundaries", "lr_decay_factor", "momentum", "nesterov",
+    "weight_decay", "weight_decay_on", "warmup_steps", "warmup_learning_rate", "warmup_min_depth",
+    "normalize_std", "augment_pad", "augment_flip", "dtype",
+)
+
+
+def run_name(family: str, depth: int, seed: int) -> str:
+  return f"{family}-{depth}-seed{seed}"
+
+
+def run_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """Expand the sweep keys into one config per run: seed, then depth, then family order."""
+  runs = []
+  for seed in config.seeds:
+    for depth in config.depths:
+      for family in config.families:
+        run = ml_collections.ConfigDict(config.to_dict())
+        run.family, run.depth, run.seed = family, int(depth), int(seed)
+        runs.append(run)
+  return runs
+
+
+def fingerprint(config: ml_collections.ConfigDict) -> str:
+  """Hash the keys that determine a run's result, so stale results in a workdir are caught."""
+  relevant = {k: v for k, v in config.to_dict().items() if k not in PRESENTATION_KEYS}
+  text = json.dumps(relevant, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def recipe_deviations(
+    config: ml_collections.ConfigDict, recipe: ml_collections.ConfigDict
+) -> list[str]:
+  """List every result-relevant key whose value differs from the 2015 recipe's."""
+  deviations = []
+  for key in RECIPE_KEYS:
+    value, paper = config.get(key), recipe.get(key)
+    if isinstance(value, (list, tuple)) or isinstance(paper, (list, tuple)):
+      value, paper = tuple(value or ()), tuple(paper or ())
+    if value != paper:
+      deviations.append(f"{key} {value} (paper {paper})")
+  return deviations
+
+
+def _append_jsonl(path: pathlib.Path, record: dict[str, Any]) -> None:
+  with path.open("a") as f:
+    f.write(json.dumps(record, sort_keys=True) + "\n")
+    f.flush()
+
+
+def _check_results_match(
+    existing: dict[tuple[str, int, int], dict[str, Any]],
+    runs: Sequence[ml_collections.ConfigDict],
+    workdir: pathlib.Path,
+) -> None:
+  for run in runs:
+    record = existing.get((run.family, run.depth, run.seed))
+    if record and record.get("fingerprint") != fingerprint(run):
+      raise validation.ConfigError(
+          f"{workdir / RESULTS_FILE} holds {run_name(run.family, run.depth, run.seed)} from a "
+          "different config; use another --workdir, or delete that line to train it again"
+      )
+
+
+def train_runs(
+    config: ml_collections.ConfigDict, workdir: pathlib.Path, is_writer: bool = True
+) -> list[dict[str, Any]]:
+  """Train every run that has no line in results.jsonl yet and return all results."""
+  from resflax import data  # pylint: disable=g-import-not-at-top
+  from resflax import training  # pylint: disable=g-import-not-at-top
+
+  results_path = workdir / RESULTS_FILE
+  runs = run_configs(config)
+  existing = {(r["family"], int(r["depth"]), int(r["seed"])): r
+              for r in report.read_jsonl(results_path)}
+  _check_results_match(existing, runs, workdir)
+  pending = [r for r in runs if (r.family, r.depth, r.seed) not in existing]
+  logging.info("sweep %s: %d runs, %d already finished in %s", config.name, len(runs),
+               len(runs) - len(pending), results_path)
+  if not pending:
+    return _ordered_results(existing, runs)
+
+  dataset = data.load_from_config(config)
+  validation_split = getattr(dataset, "validation", None)
+  logging.info("dataset %s from %s: %d train, %d validation, %d test examples", dataset.name,
+               dataset.source, len(dataset.train),
+               0 if validation_split is None else len(validation_split), len(dataset.test))
+
+  for index, run in enumerate(pending, start=1):
+    name = run_name(run.family, run.depth, run.seed)
+    logging.info("run %d/%d %s started", index, len(pending), name)
+    started = time.time()
+    result = training.train_and_evaluate(run, dataset, workdir / "runs" / name)
+    result.update(run_dir=f"runs/{name}", fingerprint=fingerprint(run), config=run.to_dict())
+    if result.get("diverged"):
+      logging.warning("run %s diverged at step %s after %.0f s; the sweep continues", name,
+                      result.get("diverged_step"), time.time() - started)
+    else:
+      logging.info("run %s finished in %.0f s: train error %.2f%%, test error %.2f%%", name,
+                   time.time() - started, 100 * result["train_error"], 100 * result["test_error"])
+    if is_writer:
+      _append_jsonl(results_path, result)
+    existing[(run.family, run.depth, run.seed)] = result
+  return _ordered_results(existing, runs)
+
+
+def _ordered_results(existing, runs) -> list[dict[str, Any]]:
+  return [existing[(r.family, r.depth, r.seed)] for r in runs
+          if (r.family, r.depth, r.seed) in existing]
+
+
+def load_curves(
+    workdir: pathlib.Path, results: Sequence[dict[str, Any]]
+) -> dict[tuple[str, int, int], list[dict[str, Any]]]:
+  """Read the evaluation records of every run's history.jsonl."""
+  curves = {}
+  for result in results:
+    history = report.read_jsonl(workdir / result["run_dir"] / "history.jsonl")
+    evaluations = [r for r in history if r.get("train_error") is not None]
+    curves[(result["family"], int(result["depth"]), int(result["seed"]))] = evaluations
+  return curves
+
+
+def write_report(
+    config: ml_collections.ConfigDict,
+    recipe: ml_collections.ConfigDict,
+    workdir: pathlib.Path,
+    results: Sequence[dict[str, Any]],
+) -> tuple[str, list[str]]:
+  """Write the summary table, the figures and the verdict; return the table and verdict lines."""
+  from resflax import figures  # pylint: disable=g-import-not-at-top
+
+  rows = report.summary_rows(results)
+  table = report.markdown_table(rows)
+  report.write_summary_csv(rows, workdir / "summary.csv")
+  (workdir / "summary.md").write_text(table + "\n")
+  figures.plot_training_curves(load_curves(workdir, results), workdir / CURVES_FIGURE)
+  figures.plot_error_vs_depth(results, workdir / DEPTH_FIGURE)
+  lines = report.verdict(results, recipe_deviations(config, recipe))
+  (workdir / "verdict.txt").write_text("\n".join(lines) + "\n")
+  return table, lines
