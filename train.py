@@ -6,17 +6,13 @@
   python train.py --config.depths='(20,56)' --config.num_steps=400
 """
 
-import sys
-
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from resflax import cli
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(cli.DEFAULT_CONFIG), cli.config_help(), lock_config=True
-)
+_CONFIG = cli.define_config_flag()
+flags.declare_key_flag("config")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for results, checkpoints and figures (default: runs/<config name>)."
 )
@@ -36,11 +32,11 @@ _DISTRIBUTED = flags.DEFINE_bool(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  cli.quiet_library_logs()
   if _COORDINATOR.value or _DISTRIBUTED.value:
     cli.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  return cli.run(_CONFIG.value, _WORKDIR.value)
+  return cli.run(cli.read_config(_CONFIG), _WORKDIR.value)
 
 
 if __name__ == "__main__":
-  sys.argv = cli.expand_config_argument(sys.argv)
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -24,6 +24,61 @@ EXIT_BAD_INPUT = 2
 
 _ASSIGNMENT = re.compile(r"^\s*config\.(\w+)\s*=")
 
+# Libraries whose INFO lines (orbax logs every save step by step) would bury resflax's own.
+_QUIET_LIBRARIES = ("/orbax/", "/matplotlib/", "/jax/_src/xla_bridge.py")
+
+
+class _LibraryInfoFilter(logging.Filter):
+  """Drop INFO and DEBUG records that come from the noisy libraries above."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno >= logging.WARNING:
+      return True
+    return not any(part in record.pathname for part in _QUIET_LIBRARIES)
+
+
+def quiet_library_logs() -> None:
+  """Keep resflax's INFO lines and library warnings, but not library INFO chatter."""
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(_LibraryInfoFilter())
+
+
+def _exit_on_bad_command_line(parse):
+  """Run `parse`, exiting with one clear line on an unknown key, a missing file or a bad value."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  try:
+    return parse()
+  except AttributeError as error:
+    # ml_collections raises AttributeError("'key'") for a --config.KEY that does not exist.
+    key = str(error).strip("\"'")
+    message = f"unknown config key {key!r}; `python train.py --help` lists the keys"
+  except (flags.Error, ValueError, TypeError, KeyError, OSError) as error:
+    message = str(error).strip().splitlines()[0]
+  print(f"train.py: error: {message}", file=sys.stderr)
+  sys.exit(EXIT_BAD_INPUT)
+
+
+def define_config_flag():
+  """Define --config; ml_collections reads the file and applies overrides from sys.argv here."""
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  sys.argv = expand_config_argument(sys.argv)
+  return _exit_on_bad_command_line(lambda: config_flags.DEFINE_config_file(
+      "config", str(DEFAULT_CONFIG), config_help(), lock_config=True))
+
+
+def read_config(holder) -> ml_collections.ConfigDict:
+  """Return the parsed --config; ml_collections loads the file on first access."""
+  return _exit_on_bad_command_line(lambda: holder.value)
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """Parse the command line for absl's app.run, exiting with one clear line on bad input."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  return _exit_on_bad_command_line(lambda: flags.FLAGS(list(argv)))
+
 
 def config_names() -> list[str]:
   return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))

@@ -57,6 +57,10 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
       raise ConfigError(f"unknown family {family!r} in --config.families: expected plain or residual")
   if not config.depths:
     raise ConfigError("--config.depths is empty: expected a tuple such as '(20,56)'")
+  for depth in config.depths:
+    if not isinstance(depth, int):
+      raise ConfigError(f"invalid depth {depth!r} in --config.depths: expected whole numbers, "
+                        "e.g. --config.depths='(20,56)'")
   for family in config.families:
     for depth in config.depths:
       _check_depth(config.arch, family, int(depth))

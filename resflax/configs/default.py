@@ -11,16 +11,16 @@ from ml_collections import config_dict
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.name = "default"
+  config.name = "default"  # sweep name; the default workdir is runs/<name>
 
-  # Sweep: every (family, depth, seed) combination is one run.
-  config.families = ("plain", "residual")
-  config.depths = (20, 32, 44, 56, 110)
-  config.seeds = (0,)
-  # Per-run keys, set by the sweep before each run.
-  config.family = "residual"
-  config.depth = 20
-  config.seed = 0
+  # Sweep: every (seed, depth, family) combination is one run.
+  config.families = ("plain", "residual")  # network families to train: "plain" and/or "residual"
+  config.depths = (20, 32, 44, 56, 110)  # depths in weight layers: 6n+2 for CIFAR nets
+  config.seeds = (0,)  # one run per seed; seeds set initialisation, shuffling and augmentation
+  # Per-run keys: the sweep overwrites them from the lists above before each run.
+  config.family = "residual"  # set by the sweep
+  config.depth = 20  # set by the sweep
+  config.seed = 0  # set by the sweep
 
   # Data.
   config.dataset = "cifar10"  # cifar10, cifar100, mnist, fashion_mnist, svhn_cropped, imagenet2012
@@ -45,23 +45,23 @@ def get_config() -> ml_collections.ConfigDict:
   config.scan_blocks = config_dict.placeholder(bool)  # run identical blocks with nn.scan; None: platform default
   config.remat = False  # rematerialise block activations in the backward pass to save memory
   config.bn_momentum = 0.9  # running-average decay of BatchNorm statistics (PyTorch momentum 0.1)
-  config.bn_epsilon = 1e-5
+  config.bn_epsilon = 1e-5  # added to the BatchNorm variance
 
   # Optimisation: SGD with momentum, weight decay added to the gradient, step decay.
   config.batch_size = 128  # global batch size, in examples, summed over all devices and processes
   config.num_steps = 64_000  # training steps (iterations)
-  config.learning_rate = 0.1
+  config.learning_rate = 0.1  # peak learning rate
   config.lr_boundaries = (32_000, 48_000)  # steps at which the rate is multiplied by lr_decay_factor
-  config.lr_decay_factor = 0.1
-  config.momentum = 0.9
-  config.nesterov = False
-  config.weight_decay = 1e-4
+  config.lr_decay_factor = 0.1  # factor applied to the rate at each boundary
+  config.momentum = 0.9  # SGD momentum
+  config.nesterov = False  # Nesterov momentum instead of the heavy-ball form
+  config.weight_decay = 1e-4  # L2 coefficient, added to the gradient before momentum
   config.weight_decay_on = "all"  # "all" parameters (as the reference Caffe/PyTorch code) or "kernels" only
   config.warmup_steps = 400  # steps at warmup_learning_rate for nets of depth >= warmup_min_depth
-  config.warmup_learning_rate = 0.01
-  config.warmup_min_depth = 110
+  config.warmup_learning_rate = 0.01  # rate during the warm-up steps
+  config.warmup_min_depth = 110  # nets at least this deep get the warm-up (He et al.: ResNet-110)
   config.scale_lr_with_batch = False  # multiply learning rates by batch_size / base_batch_size
-  config.base_batch_size = 128
+  config.base_batch_size = 128  # batch size at which learning_rate applies unscaled
 
   # Devices.
   config.parallel = "jit"  # "jit" (one device), "pmap" (local devices) or "mesh" (jit over a device mesh)

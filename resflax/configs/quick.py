@@ -13,14 +13,14 @@ def get_config():
   config.name = "quick"
   config.dataset = "fashion_mnist"
   config.data_source = "idx"
-  config.validation_size = 5000
+  config.validation_size = 0  # all 60k for training; the sweep reports the 10k test set
   config.depths = (20, 56)
   config.width = 8
-  config.num_steps = 500
-  config.lr_boundaries = ()
+  config.num_steps = 400
+  config.lr_boundaries = (300,)
   config.train_eval_size = 2000
   config.eval_batch_size = 1000
   config.log_every = 50
   config.eval_every = 100
-  config.checkpoint_every = 250
+  config.checkpoint_every = 200
   return config
