@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import collections
 import csv
-import json
 import math
 import pathlib
 import statistics
@@ -18,28 +17,6 @@ FAMILIES = ("plain", "residual")
 
 # A change in training error smaller than this, in percentage points, is reported as no change.
 DEFAULT_TOLERANCE_POINTS = 0.5
-
-
-def read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
-  """Read a JSON-lines file; a missing file reads as empty.
-
-  A truncated last line (a process killed while writing it) is skipped, because every
-  writer in resflax appends whole lines and the run that lost its line is simply redone.
-  """
-  if not path.exists():
-    return []
-  records = []
-  lines = path.read_text().splitlines()
-  for number, line in enumerate(lines, start=1):
-    if not line.strip():
-      continue
-    try:
-      records.append(json.loads(line))
-    except json.JSONDecodeError:
-      if number == len(lines):
-        continue
-      raise ValueError(f"{path}:{number} is not valid JSON; fix or delete that line") from None
-  return records
 
 
 class Stat(collections.namedtuple("Stat", "mean std count")):

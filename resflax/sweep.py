@@ -18,20 +18,13 @@ from typing import Any
 
 import ml_collections
 
+from resflax import jsonl
 from resflax import report
 from resflax import validation
 
 RESULTS_FILE = "results.jsonl"
 CURVES_FIGURE = "training_curves.png"
 DEPTH_FIGURE = "error_vs_depth.png"
-
-# Keys that change how a run is shown or stored but not what it computes; they may differ
-# between the command that started a sweep and the one that resumes it.
-PRESENTATION_KEYS = frozenset({
-    "name", "families", "depths", "seeds", "family", "depth", "seed", "progress", "log_every",
-    "eval_every", "checkpoint_every", "keep_checkpoints", "eval_batch_size", "data_dir", "idx_dir",
-    "download",
-})
 
 # Keys compared with the 2015 CIFAR-10 recipe when the verdict lists deviations from it.
 RECIPE_KEYS = (
@@ -59,9 +52,16 @@ def run_configs(config: ml_collections.ConfigDict) -> list[ml_collections.Config
 
 
 def fingerprint(config: ml_collections.ConfigDict) -> str:
-  """Hash the keys that determine a run's result, so stale results in a workdir are caught."""
-  relevant = {k: v for k, v in config.to_dict().items() if k not in PRESENTATION_KEYS}
-  text = json.dumps(relevant, sort_keys=True, default=str)
+  """Hash the config values that determine a run's final result, to catch stale results.
+
+  These are the values a checkpoint must share with the run that resumes it, plus the run's
+  length, which a checkpoint may extend but a finished result may not.
+  """
+  from resflax.training import checkpoint  # pylint: disable=g-import-not-at-top
+
+  values = checkpoint.config_fingerprint(config)
+  values["num_steps"] = config.num_steps
+  text = json.dumps(values, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -77,12 +77,6 @@ def recipe_deviations(
     if value != paper:
       deviations.append(f"{key} {value} (paper {paper})")
   return deviations
-
-
-def _append_jsonl(path: pathlib.Path, record: dict[str, Any]) -> None:
-  with path.open("a") as f:
-    f.write(json.dumps(record, sort_keys=True) + "\n")
-    f.flush()
 
 
 def _check_results_match(
@@ -109,7 +103,7 @@ def train_runs(
   results_path = workdir / RESULTS_FILE
   runs = run_configs(config)
   existing = {(r["family"], int(r["depth"]), int(r["seed"])): r
-              for r in report.read_jsonl(results_path)}
+              for r in jsonl.read_jsonl(results_path)}
   _check_results_match(existing, runs, workdir)
   pending = [r for r in runs if (r.family, r.depth, r.seed) not in existing]
   logging.info("sweep %s: %d runs, %d already finished in %s", config.name, len(runs),
@@ -136,7 +130,7 @@ def train_runs(
       logging.info("run %s finished in %.0f s: train error %.2f%%, test error %.2f%%", name,
                    time.time() - started, 100 * result["train_error"], 100 * result["test_error"])
     if is_writer:
-      _append_jsonl(results_path, result)
+      jsonl.append_jsonl(results_path, result)
     existing[(run.family, run.depth, run.seed)] = result
   return _ordered_results(existing, runs)
 
@@ -152,7 +146,7 @@ def load_curves(
   """Read the evaluation records of every run's history.jsonl."""
   curves = {}
   for result in results:
-    history = report.read_jsonl(workdir / result["run_dir"] / "history.jsonl")
+    history = jsonl.read_jsonl(workdir / result["run_dir"] / "history.jsonl")
     evaluations = [r for r in history if r.get("train_error") is not None]
     curves[(result["family"], int(result["depth"]), int(result["seed"]))] = evaluations
   return curves

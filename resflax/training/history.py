@@ -8,6 +8,8 @@ from typing import Any
 
 import tensorboardX
 
+from resflax import jsonl
+
 HISTORY_FILE = "history.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 # Values of a record's "kind".
@@ -16,19 +18,7 @@ TRAIN, EVAL, DIVERGED = "train", "eval", "diverged"
 
 def read_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
   """Return the records of a history file, skipping a truncated last line."""
-  path = pathlib.Path(path)
-  if not path.exists():
-    return []
-  records = []
-  lines = path.read_text().splitlines()
-  for number, line in enumerate(lines, start=1):
-    try:
-      records.append(json.loads(line))
-    except json.JSONDecodeError:
-      # Only the last line can be partial: the process was killed while writing it.
-      if number != len(lines):
-        raise
-  return records
+  return jsonl.read_jsonl(path)
 
 
 def truncate_history(path: str | os.PathLike[str], last_step: int) -> int:
@@ -80,8 +70,7 @@ class MetricWriter:
     """Append `record` (with an int `step` and a str `kind`) and its numbers as scalars."""
     if not self.enabled:
       return
-    with self.path.open("a") as f:
-      f.write(json.dumps(record, sort_keys=True) + "\n")
+    jsonl.append_jsonl(self.path, record)
     step, kind = record["step"], record["kind"]
     for key, value in record.items():
       is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
