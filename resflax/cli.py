@@ -53,7 +53,11 @@ def _exit_on_bad_command_line(parse):
     # ml_collections raises AttributeError("'key'") for a --config.KEY that does not exist.
     key = str(error).strip("\"'")
     message = f"unknown config key {key!r}; `python train.py --help` lists the keys"
-  except (flags.Error, ValueError, TypeError, KeyError, OSError) as error:
+  except OSError as error:
+    # ml_collections reports a config file it cannot load over several lines; the last one
+    # names the file and the reason.
+    message = f"cannot load the config file: {str(error).strip().splitlines()[-1].strip()}"
+  except (flags.Error, ValueError, TypeError, KeyError) as error:
     message = str(error).strip().splitlines()[0]
   print(f"train.py: error: {message}", file=sys.stderr)
   sys.exit(EXIT_BAD_INPUT)
@@ -70,7 +74,13 @@ def define_config_flag():
 
 def read_config(holder) -> ml_collections.ConfigDict:
   """Return the parsed --config; ml_collections loads the file on first access."""
-  return _exit_on_bad_command_line(lambda: holder.value)
+
+  def load() -> ml_collections.ConfigDict:
+    config = holder.value
+    config.get("name")  # ml_collections raises on first use for a file it failed to load
+    return config
+
+  return _exit_on_bad_command_line(load)
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
