@@ -16,6 +16,7 @@ from absl import flags
 from resflax import analysis
 from resflax import cli
 from resflax import data
+from resflax import training
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a sweep finished by train.py.",
                                required=True)
@@ -60,12 +61,14 @@ def main(argv: list[str]) -> int:
                                  train_deepened=_TRAIN_DEEPENED.value)
     report = analysis.analyse_workdir(_WORKDIR.value, _ANALYSES.value, _BATCH_SIZE.value,
                                       _SEED.value, settings)
-  except (analysis.AnalysisError, data.DataUnavailableError) as error:
+  except (analysis.AnalysisError, data.DataUnavailableError, training.CheckpointError) as error:
     logging.error("%s", error)
     return cli.EXIT_BAD_INPUT
 
   print("\n".join(analysis.summary_lines(report.results, report.notes)))
-  print("Written: " + ", ".join(str(path) for path in report.outputs))
+  if report.outputs:
+    print(f"Written to {report.outputs[0].parent}: "
+          + ", ".join(path.name for path in report.outputs))
   sys.stdout.flush()
   mismatches = report.identity_mismatches()
   if mismatches:

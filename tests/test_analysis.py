@@ -249,7 +249,8 @@ def test_residual_responses_one_per_block():
 def test_plain_net_has_no_residual_responses():
   config = tiny_config(family="plain")
   model = networks.unrolled_model(config, NUM_CLASSES)
-  assert responses.response_stds(model, random_variables(config), sample_images())["residuals"] == []
+  measured = responses.response_stds(model, random_variables(config), sample_images())
+  assert measured["residuals"] == []
 
 
 def test_channel_std_averages_channels():
@@ -608,6 +609,19 @@ def test_cli_prints_identity_table(analysed_sweep):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("family", ["plain", "residual"])
+def test_deepen_trained_checkpoint_to_20(tiny_sweep, family):
+  run = next(r for r in analysis.read_sweep(tiny_sweep) if (r.family, r.depth) == (family, 8))
+  _, variables = analysis.load_variables(run)
+  target = deepening.deepened_config(run.config, 20)
+  deepened = analysis.deepen(variables, run.config, target)
+  images = jax.random.normal(jax.random.key(2), (8, 28, 28, 1))
+  shallow = networks.unrolled_model(run.config, 10).apply(variables, images, train=False)
+  deep = networks.unrolled_model(target, 10).apply(deepened, images, train=False)
+  np.testing.assert_allclose(deep, shallow, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
 def test_cli_runs_one_analysis(tiny_sweep, tmp_path):
   workdir = tmp_path / "sweep"
   shutil.copytree(tiny_sweep, workdir, ignore=shutil.ignore_patterns("analysis"))
@@ -621,4 +635,4 @@ def test_cli_runs_one_analysis(tiny_sweep, tmp_path):
 def test_cli_missing_gradient_step(tiny_sweep):
   completed = run_analyze(tiny_sweep, ANALYSIS_BATCH, "--analyses=gradients", "--gradient_steps=4")
   assert completed.returncode == 2
-  assert "no checkpoint of step 4; its checkpoints are of steps 3, 6" in completed.stderr
+  assert "no checkpoint of step 4. Its checkpoints are of steps 3, 6" in completed.stderr

@@ -3,7 +3,7 @@
 - Layer responses (Figure 7 of He et al. 2015): `responses.response_stds`.
 - Gradient flow: `gradients.layer_gradient_norms` and `gradients.gradient_correlation`.
 - The identity construction: `deepening.deepen` builds a deeper net that computes what a trained
-  shallower one computes; `identity` checks and measures it.
+  shallower one computes, and `identity` checks and measures it.
 
 `analyse_workdir` runs them on a sweep workdir, as `python -m resflax.analyze` does.
 """

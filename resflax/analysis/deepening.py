@@ -13,8 +13,8 @@ An added block computes the identity in evaluation mode:
 - post-activation plain block: every conv kernel is a Dirac kernel (the identity matrix at the
   centre tap) and every BatchNorm passes its input through, so the block outputs
   ReLU(ReLU(x)) = x.
-The last step in both post-activation cases needs x >= 0, which holds because every block's
-input there is a ReLU output. Added blocks never change the shape, so option-A and option-B
+Both post-activation cases rely on ReLU(x) = x, which holds because every block's input there
+is a ReLU output and so non-negative. Added blocks never change the shape, so option-A and option-B
 blocks add no projection. Option C projects every block, and an added block's projection is a
 1x1 Dirac kernel with a pass-through BatchNorm.
 """
@@ -37,8 +37,8 @@ MATCHING_KEYS = ("arch", "family", "width", "shortcut", "preactivation", "bn_eps
 
 _NORM = re.compile(r"bn(\d+)")
 _CONV = re.compile(r"conv(\d+)")
-# Spatial size of the images with which the target net is initialised; parameters do not
-# depend on it.
+# Spatial size of the images with which the nets' variable shapes are computed. Parameters do
+# not depend on it.
 _INIT_SIZE = 32
 
 
@@ -97,9 +97,9 @@ def pass_through_norm(features: int, epsilon: float) -> tuple[dict[str, Any], di
   """Return (params, batch_stats) of a BatchNorm that returns its input in evaluation mode.
 
   flax computes (x - mean) * rsqrt(var + epsilon) * scale + bias. With mean 0, bias 0 and
-  var = 1 - epsilon, var + epsilon rounds to exactly 1 in float32 for the usual epsilons, so
-  scale 1 gives an exact identity. Otherwise var is 1 and scale sqrt(1 + epsilon), which is
-  the identity up to float32 rounding.
+  var = 1 - epsilon in float32, var + epsilon rounds back to exactly 1 (checked with numpy for
+  epsilons from 1e-8 to 0.1), so scale 1 gives an exact identity. Where it does not, var is 1
+  and scale sqrt(1 + epsilon), which is the identity up to float32 rounding.
   """
   epsilon = np.float32(epsilon)
   variance, scale = np.float32(1.0) - epsilon, np.float32(1.0)
@@ -206,9 +206,10 @@ def deepen(variables: Mapping[str, Any], config: ml_collections.ConfigDict,
   two nets' evaluation-mode logits agree up to float32 rounding. In training mode they differ,
   because BatchNorm then normalises with batch statistics.
 
-  Raises ValueError when the nets differ in a key of MATCHING_KEYS, the target is shallower, a
-  net is not a CIFAR net, no exact identity block exists (pre-activation plain nets,
-  pre-activation nets with shortcut 'C'), or `variables` does not fit the net of `config`.
+  Raises ValueError when the nets differ in a key of MATCHING_KEYS, the target is shallower or
+  a net is not a CIFAR net. It also raises where no exact identity block exists (pre-activation
+  plain nets, pre-activation nets with shortcut 'C') and when `variables` does not fit the net
+  of `config`.
   """
   check_deepenable(config, target)
   shallow = _host_copy(models.unstack_blocks(variables))
@@ -219,7 +220,7 @@ def deepen(variables: Mapping[str, Any], config: ml_collections.ConfigDict,
       shallow, networks.abstract_variables(shallow_model, image_shape))
   if mismatch:
     raise ValueError(f"the variables do not fit {_net_name(config)} of width {config.width} "
-                     f"({mismatch}); pass the config the variables were trained with.")
+                     f"({mismatch}). Pass the config the variables were trained with.")
 
   abstract = networks.abstract_variables(networks.unrolled_model(target, num_classes),
                                          image_shape)

@@ -64,7 +64,7 @@ def weighted_layers(params: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 def layer_gradient_norms(model: nn.Module, variables: Any, images: jax.Array,
                          labels: jax.Array) -> list[tuple[str, float]]:
-  """Return (path, global L2 norm of the loss gradient) of every weighted layer, in network order."""
+  """Return (path, global L2 norm of the loss gradient) of each weighted layer in network order."""
   gradients = loss_gradients(model, variables, images, labels)
   return [(path, float(optax.tree.norm(layer))) for path, layer in weighted_layers(gradients)]
 
@@ -75,7 +75,7 @@ def input_gradients(model: nn.Module, variables: Any, images: jax.Array,
   """Return the gradient of each image's logit of class `classes[i]` with respect to the image.
 
   In evaluation mode the examples do not interact, so the gradient of the summed logits with
-  respect to the batch holds every example's own gradient.
+  respect to the batch contains every example's own gradient.
   """
 
   def summed_logits(inputs):
@@ -86,7 +86,7 @@ def input_gradients(model: nn.Module, variables: Any, images: jax.Array,
 
 
 def line_inputs(start: np.ndarray, end: np.ndarray, num_points: int) -> np.ndarray:
-  """Return `num_points` inputs evenly spaced on the segment from `start` to `end`, both included."""
+  """Return `num_points` inputs evenly spaced from `start` to `end`, both ends included."""
   if num_points < 2:
     raise ValueError(f"invalid num_points {num_points}: a line needs at least 2 points")
   fractions = np.linspace(0.0, 1.0, num_points, dtype=np.float32)
@@ -98,7 +98,7 @@ def neighbour_correlation(gradients: np.ndarray) -> float | None:
   """Return the mean Pearson correlation between the gradients of consecutive points.
 
   `gradients` has one gradient per point along its first axis. A pair in which either gradient
-  is constant has no correlation and is left out; None when no pair is left.
+  is constant has no correlation and is left out. Returns None when no pair is left.
   """
   flat = np.asarray(gradients, np.float64).reshape(len(gradients), -1)
   centred = flat - flat.mean(axis=1, keepdims=True)
@@ -117,8 +117,8 @@ def gradient_correlation(model: nn.Module, variables: Any, starts: Sequence[np.n
   """Return the neighbour correlation of input gradients, averaged over several lines.
 
   Line k runs from `starts[k]` to `ends[k]` through `num_points` points, and the gradient is
-  that of the logit of class `classes[k]`. Lines without a defined correlation are left out;
-  None when none has one.
+  that of the logit of class `classes[k]`. Lines without a defined correlation are left out,
+  and the result is None when no line has one.
   """
   correlations = []
   for start, end, label in zip(starts, ends, classes, strict=True):

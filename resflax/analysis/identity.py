@@ -15,6 +15,7 @@ from resflax import data
 from resflax import models
 from resflax import training
 from resflax.training import checkpoint
+from resflax.training import loop
 
 
 @functools.partial(jax.jit, static_argnames="model")
@@ -60,7 +61,10 @@ def error_rate(model: nn.Module, variables: Any, split: data.Split, mean: np.nda
 
 
 def training_subset(dataset: data.Dataset, config: ml_collections.ConfigDict) -> data.Split:
-  """Return the fixed training subset on which the sweep measures a run's `train_error`."""
+  """Return the fixed training subset on which the sweep measures a run's `train_error`.
+
+  It is the subset `training.feeds.InMemoryFeed` evaluates as "train".
+  """
   return data.fixed_subset(dataset.train, config.train_eval_size, config.seed)
 
 
@@ -77,7 +81,8 @@ def train_deepened(variables: dict[str, Any], config: ml_collections.ConfigDict,
   optimizer state, then runs `training.train_and_evaluate`, which resumes from it. A workdir
   that already has checkpoints resumes from its newest one. Returns the run's result dict.
   """
-  manager = training.create_checkpoint_manager(workdir / "checkpoints", config.keep_checkpoints)
+  manager = training.create_checkpoint_manager(workdir / loop.CHECKPOINT_DIR,
+                                               config.keep_checkpoints)
   try:
     if manager.latest_step() is None:
       model = training.build_model(config, dataset.num_classes)

@@ -42,7 +42,7 @@ def _check_same_data(runs: Sequence[SweepRun]) -> None:
     if differing:
       raise AnalysisError(
           f"runs {first.name} and {run.name} read different data ({', '.join(differing)} "
-          "differ); analyse runs of one sweep config together.")
+          "differ). Analyse runs of one sweep config together.")
 
 
 def _normalised(split: data.Split, size: int, dataset: data.Dataset) -> tuple[np.ndarray,
@@ -64,12 +64,12 @@ def load_inputs(runs: Sequence[SweepRun], batch_size: int) -> Inputs:
   config = runs[0].config
   dataset = data.load_from_config(config)
   if not isinstance(dataset, data.Dataset):
-    raise AnalysisError(f"{config.dataset} is streamed from disk; the analyses read in-memory "
-                        "datasets (CIFAR, SVHN, the MNIST family) only.")
+    raise AnalysisError(f"{config.dataset} is streamed from disk, but the analyses read "
+                        "in-memory datasets (CIFAR, SVHN, the MNIST family) only.")
   subsets = {(run.config.train_eval_size, run.seed) for run in runs}
   if len(subsets) > 1:
     raise AnalysisError(f"the runs measure training error on different subsets "
-                        f"(train_eval_size, seed) {sorted(subsets)}; analyse one seed at a time.")
+                        f"(train_eval_size, seed) {sorted(subsets)}. Analyse one seed at a time.")
   test_images, test_labels = _normalised(dataset.test, batch_size, dataset)
   train_images, train_labels = _normalised(identity.training_subset(dataset, config), batch_size,
                                            dataset)

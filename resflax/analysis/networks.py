@@ -17,8 +17,8 @@ from resflax import training
 def unrolled_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
   """Build the net of `config` with its blocks unrolled and without rematerialisation.
 
-  Both options leave the computed function unchanged; the unrolled layout is the one that
-  `deepen` and the per-layer paths use.
+  Both options leave the computed function unchanged. `deepen` and the per-layer paths use the
+  unrolled layout.
   """
   config = ml_collections.ConfigDict(config.to_dict())
   config.scan_blocks = False
@@ -42,7 +42,10 @@ def _init(rng: jax.Array, *, model: nn.Module, image_shape: tuple[int, ...]) -> 
 
 
 def fresh_variables(model: nn.Module, seed: int, image_shape: Sequence[int]) -> dict[str, Any]:
-  """Initialise `model` from `seed`, as `training.create_train_state` does at step 0."""
+  """Initialise `model` from `seed` with the call `training.create_train_state` makes.
+
+  For a run trained with unrolled blocks (the CPU default) these are its step-0 variables.
+  """
   return _init(jax.random.key(seed), model=model, image_shape=tuple(image_shape))
 
 

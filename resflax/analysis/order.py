@@ -17,5 +17,5 @@ def _component_rank(name: str) -> tuple[int, int]:
 
 
 def network_order(path: str) -> list[tuple[int, int]]:
-  """Return the sort key of a "/"-separated module path; "block10" sorts after "block9"."""
+  """Return the sort key of a "/"-separated module path ("block10" sorts after "block9")."""
   return [_component_rank(name) for name in path.split("/")]

@@ -21,6 +21,7 @@ from resflax.analysis import responses
 from resflax.analysis import runs as sweep_runs
 from resflax.analysis.inputs import Inputs
 from resflax.analysis.loaded import LoadedRuns
+from resflax.analysis.runs import AnalysisError
 from resflax.analysis.runs import SweepRun
 
 Record = dict[str, Any]
@@ -34,7 +35,8 @@ IDENTITY_FILE = "identity"
 DEEPENED_DIR = "deepened"
 
 # The deepened net's logits must equal the shallow net's within this fraction of the largest
-# logit, a bound on float32 rounding through a few hundred layers.
+# logit: an estimate of the float32 rounding (about 6e-8 per operation) that a few hundred
+# layers accumulate.
 LOGIT_TOLERANCE = 1e-5
 
 
@@ -43,7 +45,7 @@ class Settings:
   """Options of the analyses.
 
   Attributes:
-    gradient_steps: checkpoint steps at which gradients are measured, besides step 0; None
+    gradient_steps: checkpoint steps at which gradients are measured, besides step 0. None
       measures at every checkpoint a run kept.
     num_lines: lines of inputs, each between two test images, for the gradient correlation.
     line_points: inputs per line, evenly spaced.
@@ -54,6 +56,13 @@ class Settings:
   num_lines: int = 4
   line_points: int = 32
   train_deepened: bool = False
+
+  def __post_init__(self) -> None:
+    if self.num_lines < 1:
+      raise AnalysisError(f"invalid num_lines {self.num_lines}: expected at least 1 line.")
+    if self.line_points < 2:
+      raise AnalysisError(f"invalid line_points {self.line_points}: a line needs at least 2 "
+                          "points.")
 
 
 def _net_record(run: SweepRun, step: int) -> Record:
@@ -204,7 +213,7 @@ def _batch_description(inputs: Inputs) -> dict[str, Any]:
 
 def write_outputs(output_dir: pathlib.Path, inputs: Inputs,
                   results: dict[str, Any]) -> list[pathlib.Path]:
-  """Write the JSON files and figures of the analyses in `results`; return the written paths."""
+  """Write the JSON files and figures of the analyses in `results` and return their paths."""
   output_dir.mkdir(parents=True, exist_ok=True)
   batch = _batch_description(inputs)
   outputs = []

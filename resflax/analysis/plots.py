@@ -13,6 +13,7 @@ import numpy as np
 
 from resflax import figures
 from resflax import report
+from resflax.analysis import responses
 
 Record = dict[str, Any]
 
@@ -41,7 +42,8 @@ def plot_layer_responses(records: Sequence[Record], path: pathlib.Path) -> None:
   """Plot each layer's response std against its index, raw and sorted by magnitude.
 
   One row for the trained nets (step > 0) and one for the freshly initialised nets (step 0),
-  where both occur, as in Figure 7 of He et al. 2015.
+  where both occur, as in Figure 7 of He et al. 2015 but on a log scale, since the responses
+  of deep plain nets can exceed the others' many times over.
   """
   rows = [(title, [r for r in records if (r["step"] > 0) == trained])
           for title, trained in (("trained", True), ("initialised", False))]
@@ -56,13 +58,14 @@ def plot_layer_responses(records: Sequence[Record], path: pathlib.Path) -> None:
       label = f"{record['family']}-{record['depth']}"
       indices = np.arange(1, len(stds) + 1)
       raw_ax.plot(indices, stds, lw=1.0, label=label, **style)
-      sorted_ax.plot(indices, sorted(stds, reverse=True), lw=1.0, label=label, **style)
-    raw_ax.set_title(f"{title}: layer index (original)")
-    sorted_ax.set_title(f"{title}: layer index (sorted by magnitude)")
+      sorted_ax.plot(indices, responses.sorted_by_magnitude(stds), lw=1.0, label=label, **style)
+    raw_ax.set_title(f"{title} nets, layers in network order")
+    sorted_ax.set_title(f"{title} nets, layers sorted by std")
     raw_ax.set_ylabel("std of response")
     for ax in (raw_ax, sorted_ax):
+      ax.set_yscale("log")
       ax.set_xlabel("layer index")
-      ax.grid(alpha=0.3)
+      ax.grid(alpha=0.3, which="both")
     raw_ax.legend(fontsize=7)
   _save(fig, path)
 
@@ -70,7 +73,7 @@ def plot_layer_responses(records: Sequence[Record], path: pathlib.Path) -> None:
 def plot_gradient_norms(records: Sequence[Record], path: pathlib.Path) -> None:
   """Plot the loss-gradient norm of each weighted layer on a log scale, one panel per net.
 
-  Panels are ordered by family (rows) and depth (columns); each line is one step, step 0 being
+  Panels are ordered by family (rows) and depth (columns). Each line is one step, and step 0 is
   the freshly initialised net.
   """
   families = [f for f in report.FAMILIES if any(r["family"] == f for r in records)]
@@ -101,14 +104,29 @@ def plot_gradient_norms(records: Sequence[Record], path: pathlib.Path) -> None:
   _save(fig, path)
 
 
+def _newest(records: Sequence[Record]) -> list[Record]:
+  """Keep, of each (family, depth), the record of the largest step."""
+  newest: dict[tuple[str, int], Record] = {}
+  for record in records:
+    key = (record["family"], record["depth"])
+    if key not in newest or record["step"] > newest[key]["step"]:
+      newest[key] = record
+  return list(newest.values())
+
+
 def plot_gradient_correlation(records: Sequence[Record], path: pathlib.Path) -> None:
-  """Plot the correlation of input gradients at neighbouring points against depth."""
+  """Plot the correlation of input gradients at neighbouring points against depth.
+
+  One line per family for the freshly initialised nets (step 0) and one for the newest
+  checkpoint of each net.
+  """
+  states = {False: [r for r in records if r["step"] == 0],
+            True: _newest([r for r in records if r["step"] > 0])}
   fig, ax = plt.subplots(figsize=figures.PANEL_SIZE, constrained_layout=True)
   for family in report.FAMILIES:
-    for trained in (False, True):
-      points = sorted((r["depth"], r["correlation"]) for r in records
-                      if r["family"] == family and (r["step"] > 0) == trained
-                      and r["correlation"] is not None)
+    for trained, selected in states.items():
+      points = sorted((r["depth"], r["correlation"]) for r in selected
+                      if r["family"] == family and r["correlation"] is not None)
       if not points:
         continue
       color = plt.get_cmap(_FAMILY_COLORMAPS[family])(0.85 if trained else 0.5)
@@ -135,17 +153,18 @@ def plot_identity(records: Sequence[Record], path: pathlib.Path) -> None:
   """Plot, per family, the training errors (%) of the identity construction as grouped bars."""
   bars = [(key, label) for key, label in IDENTITY_BARS
           if any(r.get(key) is not None for r in records)]
-  fig, ax = plt.subplots(figsize=figures.PANEL_SIZE, constrained_layout=True)
+  fig, ax = plt.subplots(figsize=figures.PANEL_SIZE, layout="constrained")
   width = 0.8 / max(len(bars), 1)
   colormap = plt.get_cmap("viridis")
   for rank, (key, label) in enumerate(bars):
-    positions = [index + (rank - (len(bars) - 1) / 2) * width for index in range(len(records))]
-    heights = [100 * r[key] if r.get(key) is not None else 0.0 for r in records]
-    ax.bar(positions, heights, width, label=label,
-           color=colormap(0.85 * rank / max(len(bars) - 1, 1)))
+    offset = (rank - (len(bars) - 1) / 2) * width
+    measured = [(index, 100 * r[key]) for index, r in enumerate(records) if r.get(key) is not None]
+    drawn = ax.bar([index + offset for index, _ in measured], [error for _, error in measured],
+                   width, label=label, color=colormap(0.85 * rank / max(len(bars) - 1, 1)))
+    ax.bar_label(drawn, fmt="%.1f", fontsize=6)
   ax.set_xticks(range(len(records)))
   ax.set_xticklabels([f"{r['family']}\n{r['shallow_depth']} -> {r['deep_depth']}" for r in records])
   ax.set_ylabel("training error (%)")
   ax.grid(alpha=0.3, axis="y")
-  ax.legend(fontsize=7)
+  fig.legend(fontsize=7, loc="outside upper center", ncols=2)
   _save(fig, path)

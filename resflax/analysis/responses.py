@@ -2,8 +2,8 @@
 output after BatchNorm, before the ReLU or the addition, in evaluation mode.
 
 A response's std is taken per channel over the batch and the spatial positions, then averaged
-over channels. Residual nets also report each residual branch's output (the block's last
-BatchNorm, sown as `residual`), which is the residual function F(x) of the block.
+over channels. Residual nets also report each residual branch's output before the addition
+(sown as `residual`), which is the residual function F(x) of the block.
 """
 
 import functools
@@ -13,7 +13,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from resflax import models
 from resflax.analysis import order
@@ -49,7 +48,7 @@ def _collect_sown(tree: Mapping[str, Any], name: str, path: tuple[str, ...],
 
 
 def residual_stds(stds: Mapping[str, Any]) -> list[tuple[str, float]]:
-  """Return (block path, std) of every residual branch in network order; [] for plain nets."""
+  """Return (block path, std) of every residual branch in network order, or [] for a plain net."""
   found: list[tuple[str, Any]] = []
   _collect_sown(models.unstack_blocks(stds), RESIDUAL, (), found)
   found.sort(key=lambda item: order.network_order(item[0]))
@@ -76,7 +75,3 @@ def sorted_by_magnitude(values: Sequence[float]) -> list[float]:
   """Return `values` from the largest to the smallest, as the lower panel of Figure 7."""
   return sorted(values, reverse=True)
 
-
-def mean_std(pairs: Sequence[tuple[str, float]]) -> float | None:
-  """Return the mean of the stds in `pairs`, or None when there are none."""
-  return float(np.mean([std for _, std in pairs])) if pairs else None

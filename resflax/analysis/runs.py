@@ -23,8 +23,8 @@ REQUIRED_KEYS = ("family", "depth", "seed", "run_dir", "config")
 
 
 class AnalysisError(Exception):
-  """Input that the analyses cannot use: a missing sweep, run or checkpoint. The message says
-  what to do."""
+  """Input that the analyses cannot use, such as a missing sweep, run or checkpoint. The message
+  names the fix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +60,7 @@ def _parse_run(workdir: pathlib.Path, record: dict[str, Any], number: int) -> Sw
   missing = [key for key in REQUIRED_KEYS if key not in record]
   if missing:
     raise AnalysisError(
-        f"line {number} of {workdir / sweep.RESULTS_FILE} lacks {', '.join(missing)}; "
+        f"line {number} of {workdir / sweep.RESULTS_FILE} lacks {', '.join(missing)}, so "
         "it was not written by `python train.py`. Delete that line and rerun train.py to redo "
         "the run.")
   return SweepRun(
@@ -83,7 +83,7 @@ def read_sweep(workdir: str | pathlib.Path) -> list[SweepRun]:
   path = workdir / sweep.RESULTS_FILE
   if not path.is_file():
     raise AnalysisError(
-        f"{path} not found: {workdir} holds no finished sweep. Run "
+        f"{path} not found: {workdir} contains no finished sweep. Run "
         f"`python train.py --workdir {workdir}` first.")
   try:
     records = jsonl.read_jsonl(path)
@@ -113,9 +113,10 @@ def checkpoint_steps(run: SweepRun) -> list[int]:
 def _check_fingerprint(run: SweepRun, meta: Any, path: pathlib.Path) -> None:
   saved = meta.get("config") if isinstance(meta, dict) else None
   if saved is None:
-    raise AnalysisError(f"checkpoint {path} has no run metadata; it was not written by resflax.")
+    raise AnalysisError(f"checkpoint {path} has no run metadata, so resflax did not write it.")
   expected = checkpoint.config_fingerprint(run.config)
-  differing = sorted(key for key in set(saved) | set(expected) if saved.get(key) != expected.get(key))
+  keys = set(saved) | set(expected)
+  differing = sorted(key for key in keys if saved.get(key) != expected.get(key))
   if differing:
     raise AnalysisError(
         f"checkpoint {path} was written with a different config than results.jsonl lists for "
@@ -134,7 +135,7 @@ def load_variables(run: SweepRun, step: int | None = None) -> tuple[int, dict[st
   step = steps[-1] if step is None else step
   if step not in steps:
     raise AnalysisError(
-        f"run {run.name} has no checkpoint of step {step}; its checkpoints are of steps "
+        f"run {run.name} has no checkpoint of step {step}. Its checkpoints are of steps "
         f"{', '.join(map(str, steps))}.")
   path = run.checkpoint_dir / str(step)
   try:
@@ -142,7 +143,8 @@ def load_variables(run: SweepRun, step: int | None = None) -> tuple[int, dict[st
     meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path / checkpoint.META_ITEM)
   # orbax and tensorstore raise many exception types for missing or damaged files.
   except Exception as error:  # pylint: disable=broad-exception-caught
-    raise AnalysisError(f"checkpoint {path} is unreadable ({type(error).__name__}: {error}).") from error
+    raise AnalysisError(
+        f"checkpoint {path} is unreadable ({type(error).__name__}: {error}).") from error
   _check_fingerprint(run, meta, path)
   variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
   return step, models.unstack_blocks(variables)

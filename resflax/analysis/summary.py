@@ -3,8 +3,9 @@
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from resflax.analysis import pipeline
-from resflax.analysis import responses
 
 Record = dict[str, Any]
 
@@ -20,9 +21,8 @@ def _state(step: int) -> str:
   return "initialised" if step == 0 else f"step {step}"
 
 
-def _std_text(pairs: list[dict[str, Any]]) -> str:
-  mean = responses.mean_std([(item["path"], item["std"]) for item in pairs])
-  return "-" if mean is None else f"{mean:.3f}"
+def _mean_std_text(layers: list[dict[str, Any]]) -> str:
+  return f"{np.mean([layer['std'] for layer in layers]):.3f}" if layers else "-"
 
 
 def response_lines(records: Sequence[Record]) -> list[str]:
@@ -30,7 +30,7 @@ def response_lines(records: Sequence[Record]) -> list[str]:
   lines = ["Layer responses (std on the test batch, evaluation mode), mean over layers / over "
            "residual branches:"]
   for (family, depth), net_records in _by_net(records).items():
-    parts = [f"{_state(r['step'])} {_std_text(r['layers'])} / {_std_text(r['residuals'])}"
+    parts = [f"{_state(r['step'])} {_mean_std_text(r['layers'])} / {_mean_std_text(r['residuals'])}"
              for r in reversed(net_records)]
     lines.append(f"  {family}-{depth}: " + "; ".join(parts))
   return lines
@@ -63,8 +63,8 @@ def identity_lines(records: Sequence[Record], notes: Sequence[str]) -> list[str]
   """Tabulate the identity construction: training errors (%) and the logit check."""
   lines = [
       "Identity construction, training error (%) on the fixed training subset:",
-      "| family | depths | shallow, trained | deepened | deep from scratch | deepened, then trained "
-      "| max logit difference |",
+      "| family | depths | shallow, trained | deepened | deep from scratch "
+      "| deepened, then trained | max logit difference |",
       "|---|---:|---:|---:|---:|---:|---:|",
   ]
   for r in records:

@@ -17,7 +17,7 @@ from resflax.analysis.runs import read_sweep
 
 @dataclasses.dataclass(frozen=True)
 class AnalysisReport:
-  """What `analyse_workdir` computed and wrote.
+  """Results and output files of `analyse_workdir`.
 
   Attributes:
     results: records per output name (`pipeline.RESPONSES_FILE`, ...), for the analyses run.
@@ -36,12 +36,12 @@ class AnalysisReport:
 
 
 def select_seed(runs: Sequence[SweepRun], seed: int | None) -> list[SweepRun]:
-  """Return the runs of `seed`, by default of the smallest seed; raise AnalysisError if none."""
+  """Return the runs of `seed` (by default the smallest seed). Raise AnalysisError if none."""
   seeds = sorted({run.seed for run in runs})
   seed = seeds[0] if seed is None else seed
   selected = [run for run in runs if run.seed == seed]
   if not selected:
-    raise AnalysisError(f"no run of seed {seed} in the sweep; its seeds are "
+    raise AnalysisError(f"no run of seed {seed} in the sweep. Its seeds are "
                         f"{', '.join(map(str, seeds))}.")
   return selected
 
