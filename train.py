@@ -33,6 +33,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   cli.quiet_library_logs()
+  cli.interrupt_on_sigterm()
   if _COORDINATOR.value or _DISTRIBUTED.value:
     cli.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   return cli.run(cli.read_config(_CONFIG), _WORKDIR.value)

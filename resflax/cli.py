@@ -6,12 +6,14 @@ import io
 import logging
 import pathlib
 import re
+import signal
 import sys
 import tokenize
 from collections.abc import Sequence
 
 import ml_collections
 
+from resflax import jsonl
 from resflax import validation
 
 CONFIG_DIR = pathlib.Path(__file__).parent / "configs"
@@ -21,6 +23,8 @@ RECIPE_CONFIG = CONFIG_DIR / "default.py"
 # Exit status for input that can be fixed by the user: a bad config value, missing data, a
 # checkpoint that cannot be restored.
 EXIT_BAD_INPUT = 2
+# Exit status after Ctrl-C or SIGTERM, as a shell reports a process ended by SIGINT.
+EXIT_INTERRUPTED = 130
 
 _ASSIGNMENT = re.compile(r"^\s*config\.(\w+)\s*=")
 
@@ -50,9 +54,16 @@ def _exit_on_bad_command_line(parse):
   try:
     return parse()
   except AttributeError as error:
-    # ml_collections raises AttributeError("'key'") for a --config.KEY that does not exist.
-    key = str(error).strip("\"'")
-    message = f"unknown config key {key!r}; `python train.py --help` lists the keys"
+    # ml_collections raises AttributeError for a --config.KEY that does not exist; its text
+    # quotes the key and may add a "Did you mean" suggestion.
+    names = re.findall(r"[A-Za-z_]\w*", str(error))
+    message = f"unknown config key {names[0]!r}" if names else "unknown config key"
+    suggestion = re.search(r'Did you mean "(\w+)"', str(error))
+    if suggestion:
+      message += f" (did you mean {suggestion.group(1)!r}?)"
+    message += ": `python train.py --help` lists the keys"
+  except BrokenPipeError:
+    sys.exit(0)  # the reader of --help output, e.g. `head`, closed the pipe
   except OSError as error:
     # ml_collections reports a config file it cannot load over several lines; the last one
     # names the file and the reason.
@@ -95,7 +106,17 @@ def config_names() -> list[str]:
 
 
 def expand_config_argument(argv: Sequence[str]) -> list[str]:
-  """Let `--config NAME` stand for a shipped config file, e.g. `--config standard`."""
+  """Let `--config NAME` stand for a shipped config file, e.g. `--config standard`.
+
+  Exits with one line when a `--config.KEY` override is given twice, because ml_collections
+  would concatenate repeated tuple overrides instead of keeping the last.
+  """
+  keys = [arg.split("=", 1)[0] for arg in argv if arg.startswith("--config.")]
+  repeated = sorted({key for key in keys if keys.count(key) > 1})
+  if repeated:
+    print(f"train.py: error: {', '.join(repeated)} given more than once; give each key once",
+          file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
   expanded = list(argv)
   for i, arg in enumerate(expanded):
     if arg == "--config" and i + 1 < len(expanded):
@@ -172,7 +193,15 @@ def run(config: ml_collections.ConfigDict, workdir: str | None) -> int:
     logging.error("%s", error)
     return EXIT_BAD_INPUT
 
+  for boundary in config.lr_boundaries:
+    if boundary >= config.num_steps:
+      logging.warning("lr_boundaries entry %d is not below num_steps=%d, so that decay never "
+                      "happens", boundary, config.num_steps)
+
   path = pathlib.Path(workdir or pathlib.Path("runs") / config.name)
+  if path.exists() and not path.is_dir():
+    logging.error("--workdir %s is a file, not a directory; choose another --workdir", path)
+    return EXIT_BAD_INPUT
   is_writer = jax.process_index() == 0
   if is_writer:
     path.mkdir(parents=True, exist_ok=True)
@@ -181,9 +210,15 @@ def run(config: ml_collections.ConfigDict, workdir: str | None) -> int:
 
   try:
     results = sweep.train_runs(config, path, is_writer)
-  except (validation.ConfigError, data.DataUnavailableError, checkpoint.CheckpointError) as error:
+  except (validation.ConfigError, data.DataUnavailableError, checkpoint.CheckpointError,
+          jsonl.JsonlError) as error:
     logging.error("%s", error)
     return EXIT_BAD_INPUT
+  except KeyboardInterrupt:
+    logging.error("interrupted: finished runs are kept in %s; run the same command again to "
+                  "resume the unfinished ones from their newest checkpoints",
+                  path / sweep.RESULTS_FILE)
+    return EXIT_INTERRUPTED
   if not is_writer:
     return 0
 
@@ -195,6 +230,16 @@ def run(config: ml_collections.ConfigDict, workdir: str | None) -> int:
     print(f"  {line}")
   sys.stdout.flush()
   return 0
+
+
+def interrupt_on_sigterm() -> None:
+  """Turn SIGTERM (as sent by batch schedulers and `timeout`) into KeyboardInterrupt."""
+
+  def handle(signum, frame):
+    del signum, frame
+    raise KeyboardInterrupt
+
+  signal.signal(signal.SIGTERM, handle)
 
 
 def initialize_distributed(

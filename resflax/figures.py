@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+from matplotlib import ticker  # pylint: disable=g-import-not-at-top
 
 from resflax import report
 
@@ -46,12 +47,14 @@ def plot_training_curves(
       label = f"{family}-{depth}" if depth not in labelled else None
       labelled.add(depth)
       ax.plot(steps, [100 * r["train_error"] for r in records], color=colors[depth], lw=1.2,
-              label=label)
+              marker="o", markersize=2.5, label=label)
       tests = [(r["step"], r["test_error"]) for r in records if r.get("test_error") is not None]
       if tests:
-        ax.plot(*zip(*[(s, 100 * e) for s, e in tests]), color=colors[depth], lw=1.2, ls="--")
+        ax.plot(*zip(*[(s, 100 * e) for s, e in tests]), color=colors[depth], lw=1.2, ls="--",
+                marker="o", markersize=2.5)
     ax.set_title(f"{family} networks")
     ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if labelled:
       ax.legend(fontsize=8)
@@ -80,6 +83,7 @@ def plot_error_vs_depth(results: Sequence[dict[str, Any]], path: pathlib.Path) -
       ax.errorbar(depths, means, yerr=spreads, capsize=3, label=family, **styles[family])
     ax.set_title(f"final {title}")
     ax.set_xlabel("depth (layers)")
+    ax.set_xticks(sorted({d for (_, d) in table}))
     ax.set_ylabel(f"{title} (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -8,11 +8,15 @@ import pathlib
 from typing import Any
 
 
+class JsonlError(ValueError):
+  """A line that is not valid JSON, other than a truncated last line."""
+
+
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
   """Read a JSON-lines file; a missing file reads as empty.
 
   A truncated last line (a process killed while writing it) is skipped, because every writer
-  in resflax appends whole lines; a bad line anywhere else raises ValueError.
+  in resflax appends whole lines; a bad line anywhere else raises JsonlError.
   """
   path = pathlib.Path(path)
   if not path.exists():
@@ -27,7 +31,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     except json.JSONDecodeError:
       if number == len(lines):
         continue
-      raise ValueError(f"{path}:{number} is not valid JSON; fix or delete that line") from None
+      raise JsonlError(f"{path}:{number} is not valid JSON; fix or delete that line") from None
   return records
 
 

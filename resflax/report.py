@@ -100,19 +100,37 @@ def _with_spread(stat: Stat) -> str:
   return text
 
 
+def sampling_noise(first: float, second: float, subset_size: int | None) -> float:
+  """Return two standard errors of the difference of two error rates measured on n examples.
+
+  Each rate is treated as a binomial proportion over the `subset_size` examples of the fixed
+  training subset; None (size unknown) returns 0.
+  """
+  if not subset_size:
+    return 0.0
+  variance = (first * (1 - first) + second * (1 - second)) / subset_size
+  return 2 * math.sqrt(variance)
+
+
 def family_verdict(
     family: str,
     train_errors: dict[int, Stat],
     tolerance_points: float = DEFAULT_TOLERANCE_POINTS,
+    subset_size: int | None = None,
 ) -> str:
-  """Say whether a family's deepest net trains worse than a shallower one, and by how much."""
+  """Say whether a family's deepest net trains worse than a shallower one, and by how much.
+
+  A change counts only when it exceeds both `tolerance_points` and the sampling noise of
+  the `subset_size`-example training subset on which the errors were measured.
+  """
   depths = sorted(d for d, s in train_errors.items() if s.count)
   if len(depths) < 2:
     return f"{family}: fewer than two depths finished, nothing to compare"
   shallowest, deepest = depths[0], depths[-1]
   best = min(depths, key=lambda d: train_errors[d].mean)
-  tolerance = tolerance_points / 100
   deepest_error = train_errors[deepest]
+  tolerance = max(tolerance_points / 100,
+                  sampling_noise(train_errors[best].mean, deepest_error.mean, subset_size))
   if deepest_error.mean > train_errors[best].mean + tolerance:
     change = 100 * (deepest_error.mean - train_errors[best].mean)
     return (
@@ -122,17 +140,22 @@ def family_verdict(
     )
   first = train_errors[shallowest]
   change = 100 * (deepest_error.mean - first.mean)
-  if change < -tolerance_points:
-    trend = f"depth {deepest} trains {-change:.1f} points better than depth {shallowest}"
-  else:
-    trend = f"depth {deepest} within {tolerance_points} points of depth {shallowest}"
+  if change < -100 * tolerance:
+    return (
+        f"{family}: no degradation, train error {_with_spread(first)} at {shallowest} -> "
+        f"{_with_spread(deepest_error)} at {deepest} (depth {deepest} trains {-change:.1f} "
+        f"points better than depth {shallowest})"
+    )
   return (
-      f"{family}: no degradation, train error {_with_spread(first)} at {shallowest} -> "
-      f"{_with_spread(deepest_error)} at {deepest} ({trend})"
+      f"{family}: no clear change with depth, train error {_with_spread(first)} at "
+      f"{shallowest} -> {_with_spread(deepest_error)} at {deepest} (differences below "
+      f"{100 * tolerance:.1f} points, the sampling noise or tolerance)"
   )
 
 
-def comparison_verdict(table: dict[tuple[str, int], dict[str, Stat]]) -> str | None:
+def comparison_verdict(
+    table: dict[tuple[str, int], dict[str, Stat]], subset_size: int | None = None
+) -> str | None:
   """Compare residual with plain at the deepest depth both families finished."""
   common = sorted(
       d for (f, d) in table if f == "plain" and table.get(("residual", d)) is not None
@@ -149,7 +172,11 @@ def comparison_verdict(table: dict[tuple[str, int], dict[str, Stat]]) -> str | N
     relation = f"residual trains {gap:.1f} points better than plain"
   else:
     relation = f"residual trains {-gap:.1f} points worse than plain"
-  return f"at depth {depth}: {relation} ({_points(residual.mean)} vs {_points(plain.mean)})"
+  text = f"at depth {depth}: {relation} ({_points(residual.mean)} vs {_points(plain.mean)})"
+  noise = 100 * sampling_noise(plain.mean, residual.mean, subset_size)
+  if abs(gap) < noise:
+    text += f", within the sampling noise of {noise:.1f} points"
+  return text
 
 
 def verdict(
@@ -159,12 +186,14 @@ def verdict(
 ) -> list[str]:
   """Build the verdict lines: one per family, the cross-family comparison, divergences, deviations."""
   table = aggregate(results)
+  sizes = [r["config"]["train_eval_size"] for r in results if "train_eval_size" in r.get("config", {})]
+  subset_size = min(sizes) if sizes else None
   lines = []
   for family in FAMILIES:
     train_errors = {d: s["train_error"] for (f, d), s in table.items() if f == family}
     if train_errors:
-      lines.append(family_verdict(family, train_errors, tolerance_points))
-  comparison = comparison_verdict(table)
+      lines.append(family_verdict(family, train_errors, tolerance_points, subset_size))
+  comparison = comparison_verdict(table, subset_size)
   if comparison:
     lines.append(comparison)
   for result in results:

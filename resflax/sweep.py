@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import pathlib
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +27,7 @@ DEPTH_FIGURE = "error_vs_depth.png"
 
 # Keys compared with the 2015 CIFAR-10 recipe when the verdict lists deviations from it.
 RECIPE_KEYS = (
-    "dataset", "width", "shortcut", "preactivation", "zero_init_residual", "batch_size",
+    "dataset", "validation_size", "width", "shortcut", "preactivation", "zero_init_residual", "batch_size",
     "num_steps", "learning_rate", "lr_boundaries", "lr_decay_factor", "momentum", "nesterov",
     "weight_decay", "weight_decay_on", "warmup_steps", "warmup_learning_rate", "warmup_min_depth",
     "normalize_std", "augment_pad", "augment_flip", "dtype",
@@ -51,17 +50,21 @@ def run_configs(config: ml_collections.ConfigDict) -> list[ml_collections.Config
   return runs
 
 
+def _result_determining_values(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  from resflax.training import checkpoint  # pylint: disable=g-import-not-at-top
+
+  values = checkpoint.config_fingerprint(config)
+  values["num_steps"] = config.num_steps
+  return values
+
+
 def fingerprint(config: ml_collections.ConfigDict) -> str:
   """Hash the config values that determine a run's final result, to catch stale results.
 
   These are the values a checkpoint must share with the run that resumes it, plus the run's
   length, which a checkpoint may extend but a finished result may not.
   """
-  from resflax.training import checkpoint  # pylint: disable=g-import-not-at-top
-
-  values = checkpoint.config_fingerprint(config)
-  values["num_steps"] = config.num_steps
-  text = json.dumps(values, sort_keys=True, default=str)
+  text = json.dumps(_result_determining_values(config), sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -75,6 +78,7 @@ def recipe_deviations(
     if isinstance(value, (list, tuple)) or isinstance(paper, (list, tuple)):
       value, paper = tuple(value or ()), tuple(paper or ())
     if value != paper:
+      paper = "dataset default" if paper is None else paper
       deviations.append(f"{key} {value} (paper {paper})")
   return deviations
 
@@ -87,9 +91,14 @@ def _check_results_match(
   for run in runs:
     record = existing.get((run.family, run.depth, run.seed))
     if record and record.get("fingerprint") != fingerprint(run):
+      saved = record.get("config", {})
+      current = json.loads(json.dumps(_result_determining_values(run), default=str))
+      changed = [f"{key}: {saved.get(key)!r} there, {value!r} now"
+                 for key, value in current.items() if saved.get(key) != value]
       raise validation.ConfigError(
           f"{workdir / RESULTS_FILE} holds {run_name(run.family, run.depth, run.seed)} from a "
-          "different config; use another --workdir, or delete that line to train it again"
+          f"different config ({'; '.join(changed) or 'see its config field'}); use another "
+          "--workdir, or delete that line and the run's folder under runs/ to train it again"
       )
 
 
@@ -120,15 +129,11 @@ def train_runs(
   for index, run in enumerate(pending, start=1):
     name = run_name(run.family, run.depth, run.seed)
     logging.info("run %d/%d %s started", index, len(pending), name)
-    started = time.time()
+    # train_and_evaluate logs the run's end, or its divergence, with its errors.
     result = training.train_and_evaluate(run, dataset, workdir / "runs" / name)
     result.update(run_dir=f"runs/{name}", fingerprint=fingerprint(run), config=run.to_dict())
     if result.get("diverged"):
-      logging.warning("run %s diverged at step %s after %.0f s; the sweep continues", name,
-                      result.get("diverged_step"), time.time() - started)
-    else:
-      logging.info("run %s finished in %.0f s: train error %.2f%%, test error %.2f%%", name,
-                   time.time() - started, 100 * result["train_error"], 100 * result["test_error"])
+      logging.warning("the sweep continues after %s diverged", name)
     if is_writer:
       jsonl.append_jsonl(results_path, result)
     existing[(run.family, run.depth, run.seed)] = result

@@ -57,6 +57,10 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
       raise ConfigError(f"unknown family {family!r} in --config.families: expected plain or residual")
   if not config.depths:
     raise ConfigError("--config.depths is empty: expected a tuple such as '(20,56)'")
+  for key in ("families", "depths", "seeds"):
+    values = list(config[key])
+    if len(set(values)) != len(values):
+      raise ConfigError(f"--config.{key}={tuple(values)} lists a value twice; list each once")
   for depth in config.depths:
     if not isinstance(depth, int):
       raise ConfigError(f"invalid depth {depth!r} in --config.depths: expected whole numbers, "

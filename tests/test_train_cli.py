@@ -28,6 +28,14 @@ TINY = [
     "--config.progress=False",
 ]
 
+
+
+def tiny(**overrides):
+  """Return TINY with the given keys replaced, since train.py rejects a key given twice."""
+  args = [a for a in TINY if a.split("=", 1)[0][len("--config."):] not in overrides]
+  return args + [f"--config.{key}={value}" for key, value in overrides.items()]
+
+
 RESULT_KEYS = {
     "family", "depth", "params", "steps", "train_error", "val_error", "test_error", "diverged",
     "wall_seconds", "examples_per_second", "seed", "config",
@@ -117,15 +125,15 @@ def test_rerun_trains_nothing(finished_sweep):
 @pytest.mark.slow
 def test_rerun_with_changed_config_is_rejected(finished_sweep):
   workdir, _ = finished_sweep
-  changed = run_train(workdir, *TINY, "--config.learning_rate=0.05")
+  changed = run_train(workdir, *tiny(learning_rate=0.05))
   assert changed.returncode == 2
-  assert "different config" in changed.stderr
+  assert "different config (learning_rate: 0.1 there, 0.05 now)" in changed.stderr
 
 
 @pytest.mark.slow
 def test_killed_sweep_resumes_without_loss(tmp_path):
-  args = [sys.executable, TRAIN, f"--workdir={tmp_path}", *TINY, "--config.num_steps=40",
-          "--config.checkpoint_every=10", "--config.eval_every=20"]
+  args = [sys.executable, TRAIN, f"--workdir={tmp_path}",
+          *tiny(num_steps=40, checkpoint_every=10, eval_every=20)]
   process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
   second_run = tmp_path / "runs" / "residual-8-seed0" / "checkpoints"
@@ -212,3 +220,53 @@ def test_named_config_is_expanded():
   expanded = cli.expand_config_argument(["train.py", "--config", "standard", "--config=quick"])
   assert expanded[2].endswith("resflax/configs/standard.py")
   assert expanded[3].endswith("resflax/configs/quick.py")
+
+
+def test_repeated_override_is_rejected(tmp_path):
+  completed = run_train(tmp_path / "w", "--config.depths=(8,14)", "--config.depths=(20,)")
+  assert completed.returncode == 2
+  assert "--config.depths given more than once" in completed.stderr
+
+
+def test_duplicate_depth_is_rejected(tmp_path):
+  completed = run_train(tmp_path / "w", "--config.depths=(8,14,8)")
+  assert completed.returncode == 2
+  assert "lists a value twice" in completed.stderr
+
+
+def test_workdir_that_is_file_is_rejected(tmp_path):
+  workdir = tmp_path / "file"
+  workdir.write_text("not a directory")
+  completed = run_train(workdir)
+  assert completed.returncode == 2
+  assert "is a file, not a directory" in completed.stderr
+  assert "Traceback" not in completed.stderr
+
+
+def test_corrupt_results_line_names_it(tmp_path):
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  (workdir / "results.jsonl").write_text('{"family": "plain"\n{"depth": 8}\n')
+  completed = run_train(workdir)
+  assert completed.returncode == 2
+  assert "results.jsonl:1 is not valid JSON" in completed.stderr
+  assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_stops_with_resume_hint(tmp_path):
+  process = subprocess.Popen(
+      [sys.executable, TRAIN, f"--workdir={tmp_path}", *tiny(num_steps=400)],
+      cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  try:
+    for line in process.stderr:
+      if "compiled and ran step" in line:
+        break
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=120)
+  finally:
+    if process.poll() is None:
+      process.kill()
+  assert process.returncode == 130
+  assert "run the same command again to resume" in rest
+  assert "Traceback" not in rest
