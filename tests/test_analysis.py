@@ -31,19 +31,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 IMAGE_SHAPE = (8, 8, 3)
 NUM_CLASSES = 4
 
-# The tiny sweep of test_train_cli.py: depths 8 and 14 of width 4, 6 steps, checkpoints at
-# steps 3 and 6, about a minute on 2 CPU cores.
-TINY_SWEEP = [
-    "--config.depths=(8,14)",
-    "--config.width=4",
-    "--config.num_steps=6",
-    "--config.log_every=2",
-    "--config.eval_every=3",
-    "--config.checkpoint_every=3",
-    "--config.batch_size=32",
-    "--config.train_eval_size=200",
-    "--config.progress=False",
-]
 ANALYSIS_BATCH = "--batch_size=32"
 OUTPUT_NAMES = ("layer_responses", "gradient_norms", "gradient_correlation", "identity")
 
@@ -515,7 +502,7 @@ def file_snapshot(directory):
 def tiny_sweep(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("sweep")
   completed = subprocess.run([sys.executable, str(REPO / "train.py"), f"--workdir={workdir}",
-                              *TINY_SWEEP], capture_output=True, text=True, timeout=900, cwd=REPO)
+                              *training_helpers.TINY_SWEEP], capture_output=True, text=True, timeout=900, cwd=REPO)
   assert completed.returncode == 0, completed.stderr[-3000:]
   return workdir
 

@@ -10,25 +10,14 @@ import time
 
 import pytest
 
+import training_helpers
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAIN = str(REPO / "train.py")
 
-# Two small depths per family, a few steps, small evaluation sets: seconds per run on 2 cores.
-TINY = [
-    "--config.depths=(8,14)",
-    "--config.width=4",
-    "--config.num_steps=6",
-    "--config.log_every=2",
-    "--config.eval_every=3",
-    "--config.checkpoint_every=3",
-    "--config.batch_size=32",
-    "--config.train_eval_size=200",
-    "--config.validation_size=1000",
-    "--config.eval_batch_size=500",
-    "--config.progress=False",
-]
-
-
+# The tiny sweep with a validation split, so val_error is measured too.
+TINY = [*training_helpers.TINY_SWEEP, "--config.validation_size=1000",
+        "--config.eval_batch_size=500"]
 
 def tiny(**overrides):
   """Return TINY with the given keys replaced, since train.py rejects a key given twice."""

@@ -76,3 +76,18 @@ def subprocess_env(num_devices: int = 1) -> dict[str, str]:
 
 def python_command(script: pathlib.Path | str, *args: str) -> list[str]:
   return [sys.executable, str(script), *args]
+
+
+# A tiny sweep for train.py: depths 8 and 14 of width 4, 6 steps, checkpoints at steps 3 and
+# 6, about a minute on 2 CPU cores.
+TINY_SWEEP = [
+    "--config.depths=(8,14)",
+    "--config.width=4",
+    "--config.num_steps=6",
+    "--config.log_every=2",
+    "--config.eval_every=3",
+    "--config.checkpoint_every=3",
+    "--config.batch_size=32",
+    "--config.train_eval_size=200",
+    "--config.progress=False",
+]
