@@ -16,7 +16,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
   """Read a JSON-lines file; a missing file reads as empty.
 
   A truncated last line (a process killed while writing it) is skipped, because every writer
-  in resflax appends whole lines; a bad line anywhere else raises JsonlError.
+  in resflax appends whole lines. A bad line anywhere else raises JsonlError.
   """
   path = pathlib.Path(path)
   if not path.exists():

@@ -96,7 +96,7 @@ def _check_results_match(
       changed = [f"{key}: {saved.get(key)!r} there, {value!r} now"
                  for key, value in current.items() if saved.get(key) != value]
       raise validation.ConfigError(
-          f"{workdir / RESULTS_FILE} holds {run_name(run.family, run.depth, run.seed)} from a "
+          f"{workdir / RESULTS_FILE} contains {run_name(run.family, run.depth, run.seed)} from a "
           f"different config ({'; '.join(changed) or 'see its config field'}); use another "
           "--workdir, or delete that line and the run's folder under runs/ to train it again"
       )

@@ -1,7 +1,7 @@
 """Plain-18/34 against ResNet-18/34 on ImageNet (tfds imagenet2012), for TPU pods or GPU hosts.
 
 Batch 256, rate 0.1, momentum 0.9, weight decay 1e-4 as in the paper. The paper divides the
-rate by 10 when the error plateaus and trains up to 600k iterations; this config uses fixed
+rate by 10 when the error plateaus and trains up to 600k iterations. This config uses fixed
 decays at epochs 30, 60 and 90 (5,005 steps an epoch) in place of watching the plateau.
 """
 

@@ -2,7 +2,7 @@
 
 Depths 20 and 56 of both families, width 8, 2,500 steps with the rate divided by 10 at 1,500
 and 2,000. Augmentation is off, so the training error measures how well each net fits the
-training set, which is the quantity the degradation problem is about; the verdict lists this
+training set, which is the quantity the degradation problem is about. The verdict lists this
 deviation from the 2015 recipe. Meant to finish within 2 hours on a 2-core CPU.
 """
 
