@@ -179,6 +179,27 @@ def sharing_devices(parallel: str) -> int:
   return 1 if parallel == "jit" else jax.device_count()
 
 
+def use_compilation_cache(directory: str) -> None:
+  """Point JAX's persistent compilation cache at `directory` ("" leaves it off).
+
+  Steps that took at least a second to compile are stored, so the same net with the same
+  shapes (another seed, a resumed or repeated sweep) loads its compiled step instead.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+
+  if not directory:
+    return
+  path = pathlib.Path(directory).expanduser()
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as error:
+    logging.warning("compilation cache %s unusable (%s); compiling without it. Set "
+                    "--config.compilation_cache_dir='' to silence this.", path, error)
+    return
+  jax.config.update("jax_compilation_cache_dir", str(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str | None) -> int:
   """Validate the config, train the sweep, write and print the report; return the exit status."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -205,6 +226,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | None) -> int:
   is_writer = jax.process_index() == 0
   if is_writer:
     path.mkdir(parents=True, exist_ok=True)
+  use_compilation_cache(config.compilation_cache_dir)
   logging.info("sweep %s in %s on %d %s device(s), %s mode", config.name, path.resolve(),
                jax.device_count(), jax.default_backend(), config.parallel)
 

@@ -179,6 +179,13 @@ def comparison_verdict(
   return text
 
 
+def _train_examples(result: dict[str, Any]) -> int | None:
+  """Return how many examples a result's `train_error` was measured on, None if unknown."""
+  if result.get("train_examples"):
+    return int(result["train_examples"])
+  return result.get("config", {}).get("train_eval_size")
+
+
 def verdict(
     results: Sequence[dict[str, Any]],
     deviations: Sequence[str] = (),
@@ -186,7 +193,7 @@ def verdict(
 ) -> list[str]:
   """Build the verdict lines: one per family, the cross-family comparison, divergences, deviations."""
   table = aggregate(results)
-  sizes = [r["config"]["train_eval_size"] for r in results if "train_eval_size" in r.get("config", {})]
+  sizes = [size for size in map(_train_examples, results) if size]
   subset_size = min(sizes) if sizes else None
   lines = []
   for family in FAMILIES:

@@ -88,13 +88,21 @@ def _check_results_match(
     runs: Sequence[ml_collections.ConfigDict],
     workdir: pathlib.Path,
 ) -> None:
+  from resflax.training import checkpoint  # pylint: disable=g-import-not-at-top
+
   for run in runs:
     record = existing.get((run.family, run.depth, run.seed))
-    if record and record.get("fingerprint") != fingerprint(run):
-      saved = record.get("config", {})
-      current = json.loads(json.dumps(_result_determining_values(run), default=str))
-      changed = [f"{key}: {saved.get(key)!r} there, {value!r} now"
-                 for key, value in current.items() if saved.get(key) != value]
+    if not record or record.get("fingerprint") == fingerprint(run):
+      continue
+    # Compared key by key, a missing key reading as None, so that keys added to the config
+    # since the line was written (None by default) do not make it stale.
+    saved = {key: value for key, value in record.get("config", {}).items()
+             if key not in checkpoint.RESUMABLE_KEYS}
+    saved["num_steps"] = record.get("config", {}).get("num_steps")
+    current = json.loads(json.dumps(_result_determining_values(run), default=str))
+    changed = [f"{key}: {saved.get(key)!r} there, {current.get(key)!r} now"
+               for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
+    if changed or not record.get("config"):
       raise validation.ConfigError(
           f"{workdir / RESULTS_FILE} contains {run_name(run.family, run.depth, run.seed)} from a "
           f"different config ({'; '.join(changed) or 'see its config field'}); use another "

@@ -72,6 +72,10 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
               "checkpoint_every", "keep_checkpoints", "eval_every"):
     if int(config[key]) < 1:
       raise ConfigError(f"invalid --config.{key}={config[key]}: must be a positive integer")
+  final_size = config.get("final_train_eval_size")
+  if final_size is not None and int(final_size) < 1:
+    raise ConfigError(f"invalid --config.final_train_eval_size={final_size}: must be a positive "
+                      "integer, or None to use train_eval_size")
   if config.validation_size < 0:
     raise ConfigError(f"invalid --config.validation_size={config.validation_size}: must be >= 0")
   if config.batch_size % num_devices:

@@ -392,6 +392,41 @@ def test_scan_matches_unrolled(depth, train):
   )
 
 
+@pytest.mark.parametrize("residual, preactivation", [(True, False), (True, True), (False, False)])
+def test_materialized_blocks_compute_the_same_gradients(residual, preactivation):
+  x = images()
+  nets = [CifarNet(14, residual=residual, width=4, preactivation=preactivation,
+                   materialize_blocks=materialize) for materialize in (False, True)]
+  variables = init(nets[0], x)
+
+  def loss(net, params):
+    logits, _ = net.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+                          train=True, mutable=["batch_stats"])
+    return jnp.sum(logits**2)
+
+  plain, materialized = (jax.jit(jax.grad(functools.partial(loss, net)))(variables["params"])
+                         for net in nets)
+  # Equal up to float rounding: the fusion boundaries change the order of some sums.
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-3, atol=1e-5), materialized,
+               plain)
+
+
+def test_materialized_blocks_are_fusion_boundaries():
+  # One conditional per unrolled block output. A scanned stage keeps one, for its first block,
+  # because the scanned blocks' outputs are the loop carry, which is written anyway.
+  x = images()
+
+  def conditionals(net):
+    variables = jax.eval_shape(functools.partial(net.init, train=False), jax.random.key(0), x)
+    text = jax.jit(functools.partial(net.apply, train=False)).lower(variables, x).as_text()
+    return text.count("stablehlo.case") + text.count("stablehlo.if")
+
+  assert conditionals(CifarNet(14, width=4, materialize_blocks=True, scan_blocks=False)) == 6
+  assert conditionals(CifarNet(14, width=4, materialize_blocks=False, scan_blocks=False)) == 0
+  assert conditionals(CifarNet(14, width=4, materialize_blocks=True, scan_blocks=True)) == 3
+  assert models.default_materialize_blocks() == (jax.default_backend() == "cpu")
+
+
 def test_unstacked_scanned_init_runs_unrolled():
   unrolled = CifarNet(14, width=4, scan_blocks=False)
   scanned = CifarNet(14, width=4, scan_blocks=True)

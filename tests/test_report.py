@@ -53,6 +53,16 @@ def test_sampling_noise_binomial():
   assert report.sampling_noise(0.5, 0.5, None) == 0.0
 
 
+def test_verdict_noise_uses_examples_of_final_error():
+  # Errors measured on 60,000 examples: a 0.7-point gain is above the noise of that many,
+  # though below the noise of the 5,000-example subset the config names for the curves.
+  results = [result("residual", 20, 0.061), result("residual", 56, 0.054)]
+  assert "no clear change" in report.verdict(results)[0]
+  for line in results:
+    line["train_examples"] = 60_000
+  assert report.verdict(results)[0].startswith("residual: no degradation")
+
+
 def test_single_depth_has_nothing_to_compare():
   line = report.family_verdict("plain", {20: Stat(0.2, 0, 1)})
   assert "fewer than two depths" in line

@@ -46,9 +46,19 @@ def read_results(workdir):
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("sweep")
-  completed = run_train(workdir, *TINY)
+  cache = tmp_path_factory.mktemp("xla-cache")
+  completed = run_train(workdir, *tiny(compilation_cache_dir=cache))
   assert completed.returncode == 0, completed.stderr[-3000:]
   return workdir, completed
+
+
+@pytest.mark.slow
+def test_sweep_fills_compilation_cache(finished_sweep):
+  workdir, _ = finished_sweep
+  cache = pathlib.Path(read_results(workdir)[0]["config"]["compilation_cache_dir"])
+  # Steps that compile in under a second are not stored, so the four nets may leave fewer
+  # than eight entries. An empty folder would mean the cache is off.
+  assert any(cache.iterdir())
 
 
 @pytest.mark.slow
@@ -162,6 +172,7 @@ def test_killed_sweep_resumes_without_loss(tmp_path):
         ("--config.parallel=tpu", "parallel"),
         ("--config.bogus=1", "unknown config key 'bogus'"),
         ("--config.num_steps=abc", "num_steps"),
+        ("--config.final_train_eval_size=0", "final_train_eval_size"),
     ],
 )
 def test_bad_config_exits_with_one_line(tmp_path, override, message):

@@ -239,19 +239,39 @@ def test_run_history_records(finished_run):
   assert sorted(os.listdir(workdir / "checkpoints")) == ["3", "6"]
 
 
-def test_train_error_uses_eval_mode_subset(finished_run):
-  config, dataset, workdir, result = finished_run
+def _saved_error_on(config, dataset, workdir, size: int) -> float:
+  """Error of the run's newest checkpoint, in eval mode, on `size` fixed training examples."""
   template = training.create_train_state(jax.random.key(0), training.build_model(config, 4),
                                          config, dataset.image_shape)
   manager = training.create_checkpoint_manager(workdir / "checkpoints", 2)
   state, _ = training.restore_checkpoint(manager, jax.device_get(template), config)
   manager.close()
-  subset = data.fixed_subset(dataset.train, config.train_eval_size, config.seed)
+  subset = data.fixed_subset(dataset.train, size, config.seed)
   images = data.preprocess_eval(subset.images, dataset.mean, None)
   logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, images,
                           train=False)
-  errors = int(jnp.sum(jnp.argmax(logits, -1) != subset.labels))
-  assert result["train_error"] == errors / len(subset)
+  return int(jnp.sum(jnp.argmax(logits, -1) != subset.labels)) / len(subset)
+
+
+def test_train_error_uses_eval_mode_subset(finished_run):
+  config, dataset, workdir, result = finished_run
+  assert result["train_examples"] == config.train_eval_size
+  assert result["train_error"] == _saved_error_on(config, dataset, workdir,
+                                                  config.train_eval_size)
+
+
+def test_final_train_error_on_larger_subset(tmp_path):
+  config = training_helpers.small_config(train_eval_size=16, final_train_eval_size=40)
+  dataset = training_helpers.synthetic_dataset()
+  result = training.train_and_evaluate(config, dataset, tmp_path)
+  evaluations = [r for r in training.read_history(tmp_path / "history.jsonl")
+                 if r["kind"] == "eval"]
+  assert [(r["step"], r["train_examples"]) for r in evaluations] == [(3, 16), (6, 40)]
+  assert [r["test_examples"] for r in evaluations] == [20, 20]
+  assert result["train_examples"] == 40
+  assert result["train_error"] == _saved_error_on(config, dataset, tmp_path, 40)
+  again = training.train_and_evaluate(config, dataset, tmp_path)
+  assert (again["train_examples"], again["train_error"]) == (40, result["train_error"])
 
 
 def test_finished_run_returns_without_training(finished_run):
@@ -319,10 +339,12 @@ def test_streamed_dataset_run(tmp_path):
                                  std=None, flip=True, source="in-memory examples")
   config = training_helpers.small_config(num_steps=2, batch_size=4, eval_batch_size=4,
                                          train_eval_size=5, eval_every=2, checkpoint_every=2)
+  config.final_train_eval_size = 7
   result = training.train_and_evaluate(config, dataset, tmp_path)
   assert result["steps"] == 2
   assert result["val_error"] is None
-  assert result["train_error"] in [k / 5 for k in range(6)]
+  assert result["train_examples"] == 7
+  assert result["train_error"] in [k / 7 for k in range(8)]
   assert result["test_error"] in [k / 6 for k in range(7)]
 
 

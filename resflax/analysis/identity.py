@@ -15,6 +15,7 @@ from resflax import data
 from resflax import models
 from resflax import training
 from resflax.training import checkpoint
+from resflax.training import feeds
 from resflax.training import loop
 
 
@@ -63,9 +64,9 @@ def error_rate(model: nn.Module, variables: Any, split: data.Split, mean: np.nda
 def training_subset(dataset: data.Dataset, config: ml_collections.ConfigDict) -> data.Split:
   """Return the fixed training subset on which the sweep measures a run's `train_error`.
 
-  It is the subset `training.feeds.InMemoryFeed` evaluates as "train".
+  It is the subset `training.feeds.InMemoryFeed` evaluates as "train" at a run's last step.
   """
-  return data.fixed_subset(dataset.train, config.train_eval_size, config.seed)
+  return data.fixed_subset(dataset.train, feeds.final_train_eval_size(config), config.seed)
 
 
 def _layout_for(config: ml_collections.ConfigDict, variables: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import numpy as np
 
 from resflax import data
 from resflax.analysis import identity
+from resflax.training import feeds
 from resflax.analysis.runs import AnalysisError
 from resflax.analysis.runs import SweepRun
 
@@ -55,7 +56,7 @@ def load_inputs(runs: Sequence[SweepRun], batch_size: int) -> Inputs:
   """Load the dataset of `runs` and cut their fixed batches of `batch_size` examples.
 
   All runs must read the same data and share the fixed training subset, which depends on
-  `train_eval_size` and the seed. Raises AnalysisError otherwise or for a streamed dataset,
+  `final_train_eval_size` and the seed. Raises AnalysisError otherwise or for a streamed dataset,
   and data.DataUnavailableError when the data cannot be read.
   """
   if batch_size < 2:
@@ -66,10 +67,11 @@ def load_inputs(runs: Sequence[SweepRun], batch_size: int) -> Inputs:
   if not isinstance(dataset, data.Dataset):
     raise AnalysisError(f"{config.dataset} is streamed from disk, but the analyses read "
                         "in-memory datasets (CIFAR, SVHN, the MNIST family) only.")
-  subsets = {(run.config.train_eval_size, run.seed) for run in runs}
+  subsets = {(feeds.final_train_eval_size(run.config), run.seed) for run in runs}
   if len(subsets) > 1:
     raise AnalysisError(f"the runs measure training error on different subsets "
-                        f"(train_eval_size, seed) {sorted(subsets)}. Analyse one seed at a time.")
+                        f"(final_train_eval_size, seed) {sorted(subsets)}. Analyse one seed at "
+                        "a time.")
   test_images, test_labels = _normalised(dataset.test, batch_size, dataset)
   train_images, train_labels = _normalised(identity.training_subset(dataset, config), batch_size,
                                            dataset)

@@ -34,6 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment_pad = 4  # zero padding in pixels before the random crop; 0 turns cropping off
   config.augment_flip = config_dict.placeholder(bool)  # random horizontal flip; None means the dataset's default
   config.train_eval_size = 5000  # fixed training subset on which training error is measured, in eval mode
+  config.final_train_eval_size = config_dict.placeholder(int)  # examples for the final training error (the result); None means train_eval_size
 
   # Model.
   config.arch = "cifar"  # "cifar" (6n+2 layers) or "imagenet" (18/34/50/101/152)
@@ -44,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dtype = "float32"  # compute dtype: float32 or bfloat16 (parameters stay float32)
   config.scan_blocks = config_dict.placeholder(bool)  # run identical blocks with nn.scan; None: platform default
   config.remat = False  # rematerialise block activations in the backward pass to save memory
+  config.materialize_blocks = config_dict.placeholder(bool)  # write each block's output once; None: platform default (on for CPU)
   config.bn_momentum = 0.9  # running-average decay of BatchNorm statistics (PyTorch momentum 0.1)
   config.bn_epsilon = 1e-5  # added to the BatchNorm variance
 
@@ -74,4 +76,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every = 4000  # steps between checkpoints; the final step is always saved
   config.keep_checkpoints = 2  # newest checkpoints kept per run
   config.progress = True  # show a progress bar per run
+  config.compilation_cache_dir = "~/.cache/resflax/xla"  # JAX's persistent compilation cache, so a net compiles once across runs and sweeps; "" turns it off
   return config

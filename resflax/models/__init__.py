@@ -17,7 +17,7 @@ from resflax.models.imagenet import ImageNetNet
 from resflax.models.layers import BatchNorm, conv_kernel_init
 from resflax.models.layout import count_params, layer_responses, stack_blocks, unstack_blocks
 from resflax.models.registry import create, model_names
-from resflax.models.stages import Stage, default_scan_blocks
+from resflax.models.stages import Stage, default_materialize_blocks, default_scan_blocks
 
 __all__ = [
     "BasicBlock",
@@ -32,6 +32,7 @@ __all__ = [
     "conv_kernel_init",
     "count_params",
     "create",
+    "default_materialize_blocks",
     "default_scan_blocks",
     "layer_responses",
     "model_names",

@@ -55,6 +55,8 @@ class CifarNet(nn.Module):
     scan_blocks: run the identical blocks of each stage with `nn.scan`; None picks the platform
       default (`stages.default_scan_blocks`: unrolled on CPU, scanned elsewhere).
     remat: rematerialise block activations in the backward pass to save memory.
+    materialize_blocks: write every block's output to its own buffer; None picks the platform
+      default (`stages.default_materialize_blocks`: on for CPU, where it saves recomputation).
   """
 
   depth: int
@@ -70,6 +72,7 @@ class CifarNet(nn.Module):
   bn_epsilon: float = 1e-5
   scan_blocks: bool | None = None
   remat: bool = False
+  materialize_blocks: bool | None = None
 
   def __post_init__(self) -> None:
     cifar_blocks_per_stage(self.depth)

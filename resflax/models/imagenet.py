@@ -59,6 +59,7 @@ class ImageNetNet(nn.Module):
   bn_epsilon: float = 1e-5
   scan_blocks: bool | None = None
   remat: bool = False
+  materialize_blocks: bool | None = None
 
   def __post_init__(self) -> None:
     imagenet_stage_sizes(self.depth)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from resflax.models.blocks import block_class
 from resflax.models.layers import BatchNorm, ModuleDef, check_shortcut, conv_kernel_init
-from resflax.models.stages import Stage, default_scan_blocks
+from resflax.models.stages import Stage, default_materialize_blocks, default_scan_blocks
 
 
 class NetworkOptions(Protocol):
@@ -29,6 +29,7 @@ class NetworkOptions(Protocol):
   bn_epsilon: float
   scan_blocks: bool | None
   remat: bool
+  materialize_blocks: bool | None
 
 
 def check_options(net: NetworkOptions) -> None:
@@ -82,6 +83,9 @@ def apply_stages(
   """Apply submodules `stage1`, `stage2`, ...: stage k has `width * 2**(k-1)` features and
   `stage_sizes[k-1]` blocks, and every stage but the first starts with stride 2."""
   scan_blocks = default_scan_blocks() if net.scan_blocks is None else net.scan_blocks
+  materialize_blocks = net.materialize_blocks
+  if materialize_blocks is None:
+    materialize_blocks = default_materialize_blocks()
   for index, num_blocks in enumerate(stage_sizes):
     x = Stage(
         block,
@@ -90,6 +94,7 @@ def apply_stages(
         strides=1 if index == 0 else 2,
         scan_blocks=scan_blocks,
         remat=net.remat,
+        materialize_blocks=materialize_blocks,
         name=f"stage{index + 1}",
     )(x)
   return x

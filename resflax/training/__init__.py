@@ -10,6 +10,7 @@ from resflax.training.checkpoint import create_checkpoint_manager
 from resflax.training.checkpoint import restore_checkpoint
 from resflax.training.checkpoint import save_checkpoint
 from resflax.training.feeds import create_feed
+from resflax.training.feeds import final_train_eval_size
 from resflax.training.history import read_history
 from resflax.training.loop import build_model
 from resflax.training.loop import evaluate
@@ -45,6 +46,7 @@ __all__ = [
     "create_train_state",
     "eval_step",
     "evaluate",
+    "final_train_eval_size",
     "read_history",
     "restore_checkpoint",
     "save_checkpoint",

@@ -31,6 +31,7 @@ META_ITEM = "meta"
 RESUMABLE_KEYS = frozenset({
     "name", "families", "depths", "seeds", "num_steps", "progress", "log_every", "eval_every",
     "checkpoint_every", "keep_checkpoints", "eval_batch_size", "data_dir", "idx_dir", "download",
+    "compilation_cache_dir",
 })
 
 
@@ -44,9 +45,14 @@ def _start_fresh_hint(directory: str) -> str:
 
 
 def config_fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Return the JSON-compatible config values that a resumed run must share with its checkpoint."""
+  """Return the JSON-compatible config values that a resumed run must share with its checkpoint.
+
+  Keys set to None (the default of optional keys) are left out, so a key added to the config
+  in a later version does not make older checkpoints and results look stale.
+  """
   values = json.loads(config.to_json_best_effort())
-  return {key: value for key, value in values.items() if key not in RESUMABLE_KEYS}
+  return {key: value for key, value in values.items()
+          if key not in RESUMABLE_KEYS and value is not None}
 
 
 def create_checkpoint_manager(directory: str | os.PathLike[str],
@@ -89,10 +95,10 @@ def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState,
 
 
 def _describe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+  # A missing key reads as None, as `config_fingerprint` leaves out keys set to None.
   keys = sorted(set(saved) | set(current))
-  missing = "<missing>"
-  return [f"{key}: {saved.get(key, missing)!r} in the checkpoint, {current.get(key, missing)!r} now"
-          for key in keys if saved.get(key, missing) != current.get(key, missing)]
+  return [f"{key}: {saved.get(key)!r} in the checkpoint, {current.get(key)!r} now"
+          for key in keys if saved.get(key) != current.get(key)]
 
 
 def _check_like_target(restored: Any, target: Any, path: str) -> None:

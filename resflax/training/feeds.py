@@ -38,8 +38,12 @@ class Feed(Protocol):
   def train_batch(self, step: int) -> HostBatch:
     """Return this process's part of the global training batch of `step`."""
 
-  def eval_batches(self, name: str) -> Iterator[HostBatch]:
-    """Yield this process's part of padded, masked global batches covering eval set `name`."""
+  def eval_batches(self, name: str, final: bool = False) -> Iterator[HostBatch]:
+    """Yield this process's part of padded, masked global batches covering eval set `name`.
+
+    With `final`, "train" is the larger subset of `final_train_eval_size` examples on which
+    the run's last evaluation measures its training error.
+    """
 
   def close(self) -> None:
     """Release threads or files."""
@@ -57,6 +61,8 @@ class InMemoryFeed:
     self._eval_batch_size = config.eval_batch_size
     self._seed = config.seed
     self._splits = {"train": data.fixed_subset(dataset.train, config.train_eval_size, config.seed)}
+    self._final_train = data.fixed_subset(dataset.train, final_train_eval_size(config),
+                                          config.seed)
     if dataset.validation is not None:
       self._splits["val"] = dataset.validation
     self._splits["test"] = dataset.test
@@ -66,12 +72,26 @@ class InMemoryFeed:
     batch = data.train_batch(self._train, self._batch_size, self._seed, step)
     return data.process_shard(batch, jax.process_index(), jax.process_count())
 
-  def eval_batches(self, name: str) -> Iterator[HostBatch]:
-    for batch in data.eval_batches(self._splits[name], self._eval_batch_size):
+  def eval_batches(self, name: str, final: bool = False) -> Iterator[HostBatch]:
+    split = self._final_train if final and name == "train" else self._splits[name]
+    for batch in data.eval_batches(split, self._eval_batch_size):
       yield data.process_shard(batch, jax.process_index(), jax.process_count())
 
   def close(self) -> None:
     pass
+
+
+def final_train_eval_size(config: ml_collections.ConfigDict) -> int:
+  """Return how many training examples the last evaluation of a run measures its error on."""
+  if config.get("final_train_eval_size") is None:
+    return int(config.train_eval_size)
+  return int(config.final_train_eval_size)
+
+
+def _training_subset(train: Sequence[Any], size: int, seed: int) -> Sequence[Any]:
+  size = min(size, len(train))
+  chosen = np.random.default_rng(seed).choice(len(train), size, replace=False)
+  return _Subset(train, np.sort(chosen))
 
 
 class _Subset(Sequence):
@@ -105,9 +125,10 @@ class StreamedFeed:
     self._seed = config.seed
     self._num_threads = os.cpu_count() or 1
     self._pool = futures.ThreadPoolExecutor(self._num_threads)
-    size = min(config.train_eval_size, len(dataset.train))
-    chosen = np.random.default_rng(config.seed).choice(len(dataset.train), size, replace=False)
-    self._sources = {"train": _Subset(dataset.train, np.sort(chosen)), "test": dataset.test}
+    self._sources = {"train": _training_subset(dataset.train, config.train_eval_size, config.seed),
+                     "test": dataset.test}
+    self._final_train = _training_subset(dataset.train, final_train_eval_size(config),
+                                         config.seed)
     self.eval_sets = tuple(self._sources)
 
   def train_batch(self, step: int) -> HostBatch:
@@ -115,9 +136,10 @@ class StreamedFeed:
         self._train, self._batch_size, self._seed, step, flip=self._host_flip,
         process_index=jax.process_index(), process_count=jax.process_count(), pool=self._pool)
 
-  def eval_batches(self, name: str) -> Iterator[HostBatch]:
+  def eval_batches(self, name: str, final: bool = False) -> Iterator[HostBatch]:
+    source = self._final_train if final and name == "train" else self._sources[name]
     return imagenet.eval_batches(
-        self._sources[name], self._eval_batch_size, process_index=jax.process_index(),
+        source, self._eval_batch_size, process_index=jax.process_index(),
         process_count=jax.process_count(), num_threads=self._num_threads)
 
   def close(self) -> None:

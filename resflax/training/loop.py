@@ -54,6 +54,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int,
       bn_epsilon=config.bn_epsilon,
       scan_blocks=config.scan_blocks,
       remat=config.remat,
+      materialize_blocks=config.get("materialize_blocks"),
   )
   if config.arch == "cifar":
     return models.CifarNet(width=config.width, **options)
@@ -62,20 +63,29 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int,
   raise ValueError(f"Invalid arch {config.arch!r}; expected one of {ARCHS}.")
 
 
-def evaluate(runner: parallel.Runner, state: TrainState, feed: feeds.Feed) -> dict[str, float]:
-  """Return `<set>_loss` and `<set>_error` (a fraction) for every evaluation set of `feed`.
+def evaluate(runner: parallel.Runner, state: TrainState, feed: feeds.Feed,
+             final: bool = False) -> dict[str, float | int]:
+  """Return `<set>_loss`, `<set>_error` (a fraction) and `<set>_examples` for every
+  evaluation set of `feed`; `final` measures "train" on the final training subset.
 
   Runs in inference mode (BatchNorm running statistics). Counts are summed exactly over all
   batches, padding excluded.
   """
   results = {}
   for name in feed.eval_sets:
-    sums = [runner.eval_step(state, runner.shard_batch(batch)) for batch in feed.eval_batches(name)]
+    sums = [runner.eval_step(state, runner.shard_batch(batch))
+            for batch in feed.eval_batches(name, final=final)]
     sums = runner.fetch(sums)
     count = sum(int(s["count"]) for s in sums)
     results[f"{name}_loss"] = sum(float(s["loss_sum"]) for s in sums) / count
     results[f"{name}_error"] = sum(int(s["error_count"]) for s in sums) / count
+    results[f"{name}_examples"] = count
   return results
+
+
+def _describe(results: dict[str, float | int]) -> str:
+  return ", ".join(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
+                   for key, value in results.items())
 
 
 @dataclasses.dataclass
@@ -197,12 +207,11 @@ class _TrainingLoop:
   def _evaluate(self, state: TrainState, step: int) -> TrainState:
     state = self._sync(state, step)
     started = time.perf_counter()
-    results = evaluate(self.runner, state, self.feed)
+    results = evaluate(self.runner, state, self.feed, final=step == self.config.num_steps)
     self.last_eval = results
     self.writer.write({"step": step, "kind": history.EVAL, **results,
                        "eval_seconds": time.perf_counter() - started})
-    logging.info("Run %s step %d evaluation: %s.", self.name, step,
-                 ", ".join(f"{key} {value:.4f}" for key, value in results.items()))
+    logging.info("Run %s step %d evaluation: %s.", self.name, step, _describe(results))
     return state
 
   def _save(self, state: TrainState, step: int) -> TrainState:
@@ -309,8 +318,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   last good one. Divergence never raises.
 
   Returns a dict with `family`, `depth`, `seed`, `params` (count), `steps` (updates applied),
-  `train_error` (eval mode, on a fixed training subset of `train_eval_size` examples),
-  `val_error` (None without a validation split), `test_error`, the matching `*_loss` values,
+  `train_error` (eval mode, on a fixed training subset of `final_train_eval_size` examples,
+  by default `train_eval_size`), `val_error` (None without a validation split), `test_error`,
+  the matching `*_loss` values and `*_examples` counts,
   `diverged`, `diverged_step`, `wall_seconds` (summed over sessions up to each one's last
   checkpoint), `examples_per_second` and `compile_seconds` (this session), the last step's
   `learning_rate`, `grad_norm` and `param_norm`, `resumed_from_step` and `checkpoint_step`.
@@ -371,7 +381,7 @@ def _resume_and_train(config: ml_collections.ConfigDict, runner: parallel.Runner
     diverged_step = loop.train(state, start_step)
     if diverged_step is None and loop.last_eval is None:
       # The run had finished before this call: evaluate the restored state for the result.
-      loop.last_eval = evaluate(runner, state, feed)
+      loop.last_eval = evaluate(runner, state, feed, final=True)
   finally:
     writer.close()
 
@@ -397,6 +407,7 @@ def _resume_and_train(config: ml_collections.ConfigDict, runner: parallel.Runner
   for name in ("train", "val", "test"):
     result[f"{name}_error"] = errors.get(f"{name}_error")
     result[f"{name}_loss"] = errors.get(f"{name}_loss")
+    result[f"{name}_examples"] = errors.get(f"{name}_examples")
   if diverged_step is None:
     logging.info("Run %s finished at step %d in %.0f s: train error %.4f, test error %.4f.",
                  loop.name, result["steps"], result["wall_seconds"], result["train_error"],
