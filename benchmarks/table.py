@@ -22,8 +22,14 @@ def _torch_rates(results: list[dict[str, Any]]) -> dict[tuple[str, int], float]:
           for r in results if r["spec"]["kind"] == "torch" and "error" not in r}
 
 
+def _net_flops(results: list[dict[str, Any]]) -> dict[tuple[str, int], float]:
+  return {(r["spec"]["family"], r["spec"]["depth"]): r["flops_per_example"]
+          for r in results if r.get("flops_per_example")}
+
+
 def _row(result: dict[str, Any], peak_gflops: float,
-         torch_rates: dict[tuple[str, int], float]) -> str:
+         torch_rates: dict[tuple[str, int], float],
+         net_flops: dict[tuple[str, int], float]) -> str:
   spec = result["spec"]
   net = f"{spec['family']}-{spec['depth']}"
   framework = "PyTorch" if spec["kind"] == "torch" else "resflax"
@@ -36,13 +42,18 @@ def _row(result: dict[str, Any], peak_gflops: float,
             f"{result['compile_seconds']:,.1f} | compiled only | | | | "
             f"{_number(result.get('peak_rss_mib'), 0)}"
             + (f" (XLA temp {temp / 2**20:,.0f})" if temp else "") + " | |")
+  variant = spec["variant"]
+  if result.get("threads"):
+    # PyTorch's speed depends on its thread count, which other jobs on the machine contend for.
+    variant += f", {result['threads']} threads"
   rates = result["window_examples_per_second"]
   rate = result["examples_per_second"]
   spread = f"{rate:,.1f} ({min(rates):,.1f}-{max(rates):,.1f})"
   compile_text = _number(result.get("compile_seconds"))
   if result.get("cold_compile_seconds") is not None:
     compile_text += f" (cold {result['cold_compile_seconds']:.1f})"
-  flops = result.get("flops_per_example")
+  # The PyTorch net is the same net, so it does the work XLA counted for resflax's step.
+  flops = result.get("flops_per_example") or net_flops.get((spec["family"], spec["depth"]))
   gflops = flops * rate / 1e9 if flops else None
   fraction = f"{100 * gflops / peak_gflops:.0f}%" if gflops else "n/a"
   memory = _number(result.get("peak_rss_mib"), 0)
@@ -52,7 +63,7 @@ def _row(result: dict[str, Any], peak_gflops: float,
   reference = torch_rates.get((spec["family"], spec["depth"]))
   if framework == "resflax" and reference:
     ratio = f"{rate / reference:.2f}"
-  return (f"| {net} | {framework} | {spec['mode']} | {spec['variant']} | {compile_text} | "
+  return (f"| {net} | {framework} | {spec['mode']} | {variant} | {compile_text} | "
           f"{spread} | {1000 * result['step_seconds']:,.0f} | {_number(gflops)} | {fraction} | "
           f"{memory} | {ratio} |")
 
@@ -80,7 +91,8 @@ def render(payload: dict[str, Any]) -> str:
       "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
   ]
   torch_rates = _torch_rates(results)
-  lines += [_row(result, payload["peak_gflops"], torch_rates) for result in results]
+  net_flops = _net_flops(results)
+  lines += [_row(result, payload["peak_gflops"], torch_rates, net_flops) for result in results]
   return "\n".join(lines) + "\n"
 
 

@@ -75,6 +75,7 @@ def test_harness_times_every_mode_on_fake_devices(tmp_path):
     (["--variants", "fast"], "unknown variant"),
     (["--modes", "vmap"], "unknown mode"),
     (["--batch_size", "0"], "positive"),
+    (["--results_dir", __file__], "is a file"),
 ])
 def test_bad_arguments_exit_before_measuring(tmp_path, args, message):
   completed = run_harness(tmp_path, *args)
@@ -94,7 +95,7 @@ def _payload(rate: float) -> dict:
   return {"tag": "t", "command": "python benchmarks/run.py", "date": "2026-12-05",
           "machine": machine, "peak_gflops": 100.0, "peak_source": "given",
           "results": [
-              {"spec": torch_spec, "examples_per_second": 200.0,
+              {"spec": torch_spec, "examples_per_second": 200.0, "threads": 2,
                "window_examples_per_second": [190.0, 200.0, 210.0], "step_seconds": 0.64,
                "peak_rss_mib": 900.0},
               {"spec": spec, "examples_per_second": rate,
@@ -108,10 +109,29 @@ def test_table_ratio_fraction_and_failure():
   markdown = table.render(_payload(300.0))
   rows = [line for line in markdown.splitlines() if line.startswith("| plain-")]
   assert rows[0].endswith("| 1.00 |")
+  assert "| channels-last, 2 threads |" in rows[0]
   # 300 examples/s at 0.2 GFLOP each is 60 GFLOP/s, 60% of the given 100.
   assert "| 60.0 | 60% |" in rows[1]
   assert rows[1].endswith("| 1.50 |")
   assert "failed: timed out after 10 s" in rows[2]
+
+
+def test_torch_row_uses_net_flops():
+  markdown = table.render(_payload(300.0))
+  torch_row = [line for line in markdown.splitlines() if "| PyTorch |" in line][0]
+  # 200 examples/s at the 0.2 GFLOP XLA counted for the same net: 40 GFLOP/s, 40% of 100.
+  assert "| 40.0 | 40% |" in torch_row
+
+
+def test_render_rewrites_saved_table(tmp_path):
+  (tmp_path / "results").mkdir()
+  (tmp_path / "results" / "t.json").write_text(json.dumps(_payload(300.0)))
+  completed = run_harness(tmp_path, "--render", "t")
+  assert completed.returncode == 0, completed.stderr
+  assert "| 1.50 |" in (tmp_path / "B.md").read_text()
+  missing = run_harness(tmp_path, "--render", "absent")
+  assert missing.returncode == 2
+  assert "run the benchmark with --tag first" in missing.stderr
 
 
 def test_update_markdown_replaces_only_its_tag(tmp_path):
