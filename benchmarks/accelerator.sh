@@ -6,7 +6,7 @@
 #
 # Each set gets its own tag (<backend>-<dtype>-b<batch>) and table. On GPU and TPU the nets scan
 # their blocks by default, so the "unrolled" variant shows what scanning costs or saves.
-# PyTorch is timed on CUDA when torch sees a GPU; install it with a CUDA build for that.
+# On a GPU, PyTorch is timed on CUDA, which needs a CUDA build of torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
