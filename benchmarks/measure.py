@@ -8,8 +8,8 @@ Spec keys:
 - `kind`: "resflax", "torch" or "matmul".
 - nets: `family`, `depth`, `width`, `batch_size`, `image_size`, `warmup` (untimed steps after
   the first), `windows`, `window_seconds` and `max_timed_seconds` (see `_timed_windows`).
-- resflax only: `mode` ("jit", "pmap", "mesh"), `dtype`, `scan_blocks` and
-  `materialize_blocks` (None: platform default), `remat`, and `cache_dir` (a persistent
+- resflax only: `mode` ("jit", "pmap", "mesh"), `dtype`, `scan_blocks`, `materialize_blocks`
+  and `conv_gradient` (None: platform default), `remat`, and `cache_dir` (a persistent
   compilation cache, or None). `flops` requests XLA's FLOP count. `compile_only` compiles
   the jitted step ahead of time and reports XLA's memory analysis instead of running it.
 - torch only: `device` ("cpu" or "cuda").
@@ -140,6 +140,7 @@ def measure_resflax(spec: dict[str, Any]) -> dict[str, Any]:
   config.batch_size, config.parallel, config.dtype = spec["batch_size"], spec["mode"], spec["dtype"]
   config.scan_blocks, config.remat = spec["scan_blocks"], spec["remat"]
   config.materialize_blocks = spec.get("materialize_blocks")
+  config.conv_gradient = spec.get("conv_gradient")
   size = spec["image_size"]
   rss_before = peak_rss_mib()
 

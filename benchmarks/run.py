@@ -33,9 +33,12 @@ VARIANTS = {
     "default": {},
     "unmaterialized": {"materialize_blocks": False},
     "unrolled": {"scan_blocks": False},
+    "patches": {"conv_gradient": "patches"},
     "scan": {"scan_blocks": True},
+    "scan_xla": {"scan_blocks": True, "conv_gradient": "xla"},
     "remat": {"remat": True},
     "scan_remat": {"scan_blocks": True, "remat": True},
+    "scan_remat_xla": {"scan_blocks": True, "remat": True, "conv_gradient": "xla"},
     "cached": {"cached": True},
 }
 MODES = ("jit", "pmap", "mesh")
@@ -193,7 +196,7 @@ def build_specs(args: argparse.Namespace, num_devices: int, with_torch: bool,
         for variant in _split(args.variants):
           spec = {"kind": "resflax", "mode": mode, "variant": variant, "dtype": args.dtype,
                   "scan_blocks": None, "remat": False, "materialize_blocks": None,
-                  "cache_dir": None, "flops": True, **net}
+                  "conv_gradient": None, "cache_dir": None, "flops": True, **net}
           spec.update({k: v for k, v in VARIANTS[variant].items() if k != "cached"})
           if args.compile_only:
             spec["compile_only"] = True

@@ -10,6 +10,7 @@ DATA_SOURCES = ("tfds", "idx")
 PARALLEL_MODES = ("jit", "pmap", "mesh")
 SHORTCUTS = ("A", "B", "C")
 DTYPES = ("float32", "bfloat16")
+CONV_GRADIENTS = ("xla", "patches")
 IMAGENET_DEPTHS = {"residual": (18, 34, 50, 101, 152), "plain": (18, 34, 50, 101, 152)}
 
 
@@ -50,6 +51,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
   _check_choice(config, "shortcut", SHORTCUTS)
   _check_choice(config, "dtype", DTYPES)
   _check_choice(config, "weight_decay_on", ("all", "kernels"))
+  if config.get("conv_gradient") is not None:
+    _check_choice(config, "conv_gradient", CONV_GRADIENTS)
   if not config.families:
     raise ConfigError("--config.families is empty: expected a tuple such as '(\"plain\",\"residual\")'")
   for family in config.families:

@@ -159,3 +159,15 @@ def test_build_specs_adds_torch_and_modes():
       ("resflax", "mesh", "default"), ("resflax", "mesh", "scan")]
   assert first_net[2]["scan_blocks"] is True
   assert [s["mode"] for s in run.build_specs(args, 1, False)] == ["jit"] * 8
+
+
+def test_build_specs_sets_conv_gradient():
+  args = run.parse_args(["--depths", "20", "--families", "residual",
+                         "--variants", "default,patches,scan,scan_xla,scan_remat_xla"])
+  specs = {s["variant"]: s for s in run.build_specs(args, num_devices=1, with_torch=False)}
+  assert specs["default"]["conv_gradient"] is None
+  assert specs["patches"]["conv_gradient"] == "patches"
+  assert specs["scan"]["conv_gradient"] is None
+  assert specs["scan"]["scan_blocks"] is True
+  assert specs["scan_xla"]["conv_gradient"] == "xla"
+  assert specs["scan_remat_xla"]["remat"] is True

@@ -173,6 +173,7 @@ def test_killed_sweep_resumes_without_loss(tmp_path):
         ("--config.bogus=1", "unknown config key 'bogus'"),
         ("--config.num_steps=abc", "num_steps"),
         ("--config.final_train_eval_size=0", "final_train_eval_size"),
+        ("--config.conv_gradient=fast", "conv_gradient"),
     ],
 )
 def test_bad_config_exits_with_one_line(tmp_path, override, message):

@@ -17,6 +17,7 @@ from resflax.models.imagenet import ImageNetNet
 from resflax.models.layers import BatchNorm, conv_kernel_init
 from resflax.models.layout import count_params, layer_responses, stack_blocks, unstack_blocks
 from resflax.models.registry import create, model_names
+from resflax.models import patch_conv
 from resflax.models.stages import Stage, default_materialize_blocks, default_scan_blocks
 
 __all__ = [

@@ -57,6 +57,9 @@ class CifarNet(nn.Module):
     remat: rematerialise block activations in the backward pass to save memory.
     materialize_blocks: write every block's output to its own buffer; None picks the platform
       default (`stages.default_materialize_blocks`: on for CPU, where it saves recomputation).
+    conv_gradient: "xla" (XLA's own convolution gradients) or "patches" (the transposed-conv and
+      patch-matmul gradients of `patch_conv`, same values up to float rounding); None picks the
+      platform default (`network.default_conv_gradient`: "patches" for scanned blocks on CPU).
   """
 
   depth: int
@@ -73,6 +76,7 @@ class CifarNet(nn.Module):
   scan_blocks: bool | None = None
   remat: bool = False
   materialize_blocks: bool | None = None
+  conv_gradient: str | None = None
 
   def __post_init__(self) -> None:
     cifar_blocks_per_stage(self.depth)

@@ -60,6 +60,7 @@ class ImageNetNet(nn.Module):
   scan_blocks: bool | None = None
   remat: bool = False
   materialize_blocks: bool | None = None
+  conv_gradient: str | None = None
 
   def __post_init__(self) -> None:
     imagenet_stage_sizes(self.depth)

@@ -11,7 +11,10 @@ import jax.numpy as jnp
 
 from resflax.models.blocks import block_class
 from resflax.models.layers import BatchNorm, ModuleDef, check_shortcut, conv_kernel_init
+from resflax.models import patch_conv
 from resflax.models.stages import Stage, default_materialize_blocks, default_scan_blocks
+
+CONV_GRADIENTS = ("xla", "patches")
 
 
 class NetworkOptions(Protocol):
@@ -30,11 +33,18 @@ class NetworkOptions(Protocol):
   scan_blocks: bool | None
   remat: bool
   materialize_blocks: bool | None
+  conv_gradient: str | None
 
 
 def check_options(net: NetworkOptions) -> None:
-  """Raise ValueError for an unknown shortcut; warn when zero_init_residual is set on a plain net."""
+  """Raise ValueError for an unknown shortcut or conv gradient, and warn when zero_init_residual
+  is set on a plain net."""
   check_shortcut(net.shortcut)
+  if net.conv_gradient not in (None, *CONV_GRADIENTS):
+    raise ValueError(
+        f"invalid conv_gradient {net.conv_gradient!r}: expected 'xla' (XLA's own convolution "
+        "gradients), 'patches' (patch_conv.conv_general_dilated) or None (platform default)"
+    )
   if net.zero_init_residual and not net.residual:
     # stacklevel 5 skips the frames of flax's generated __init__ to reach the constructing line.
     warnings.warn(
@@ -44,10 +54,28 @@ def check_options(net: NetworkOptions) -> None:
     )
 
 
+def default_conv_gradient(scan_blocks: bool) -> str:
+  """Return the platform default of `conv_gradient`: "patches" for scanned blocks on CPU, where
+  XLA's own convolution gradients run slowly inside the loop body, and "xla" otherwise."""
+  return "patches" if scan_blocks and jax.default_backend() == "cpu" else "xla"
+
+
+def resolved_scan_blocks(net: NetworkOptions) -> bool:
+  """Return `net.scan_blocks`, or its platform default when None."""
+  return default_scan_blocks() if net.scan_blocks is None else net.scan_blocks
+
+
 def make_conv(net: NetworkOptions) -> ModuleDef:
-  """Return the conv partial: no bias, He-normal (fan_out) kernels, compute in `net.dtype`."""
+  """Return the conv partial: no bias, He-normal (fan_out) kernels, compute in `net.dtype`, and
+  the convolution gradient that `net.conv_gradient` names."""
+  conv_gradient = net.conv_gradient
+  if conv_gradient is None:
+    conv_gradient = default_conv_gradient(resolved_scan_blocks(net))
+  conv_options = {}
+  if conv_gradient == "patches":
+    conv_options["conv_general_dilated"] = patch_conv.conv_general_dilated
   return functools.partial(
-      nn.Conv, use_bias=False, kernel_init=conv_kernel_init, dtype=net.dtype
+      nn.Conv, use_bias=False, kernel_init=conv_kernel_init, dtype=net.dtype, **conv_options
   )
 
 
@@ -82,7 +110,7 @@ def apply_stages(
 ) -> jax.Array:
   """Apply submodules `stage1`, `stage2`, ...: stage k has `width * 2**(k-1)` features and
   `stage_sizes[k-1]` blocks, and every stage but the first starts with stride 2."""
-  scan_blocks = default_scan_blocks() if net.scan_blocks is None else net.scan_blocks
+  scan_blocks = resolved_scan_blocks(net)
   materialize_blocks = net.materialize_blocks
   if materialize_blocks is None:
     materialize_blocks = default_materialize_blocks()

@@ -55,6 +55,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int,
       scan_blocks=config.scan_blocks,
       remat=config.remat,
       materialize_blocks=config.get("materialize_blocks"),
+      conv_gradient=config.get("conv_gradient"),
   )
   if config.arch == "cifar":
     return models.CifarNet(width=config.width, **options)
