@@ -48,7 +48,7 @@ def test_values_and_gradients_match_lax(height, width, size, stride, padding, ci
 
 def test_kernel_gradient_is_a_matmul():
   # The kernel gradient must come from the patch matmul, not from XLA's convolution transpose.
-  # Both jaxprs hold two convs: lax's forward and kernel-gradient convs, or the custom rule's
+  # Both jaxprs contain two convs: lax's forward and kernel-gradient convs, or the custom rule's
   # forward and input-gradient convs (its backward pass computes both gradients).
   x = jnp.ones((2, 8, 8, 3))
   kernel = jnp.ones((3, 3, 3, 4))

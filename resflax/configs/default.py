@@ -46,7 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.scan_blocks = config_dict.placeholder(bool)  # run identical blocks with nn.scan; None: platform default
   config.remat = False  # rematerialise block activations in the backward pass to save memory
   config.materialize_blocks = config_dict.placeholder(bool)  # write each block's output once; None: platform default (on for CPU)
-  config.conv_gradient = config_dict.placeholder(str)  # "xla" or "patches" (fast inside scanned blocks on CPU); leave unset for the platform default
+  config.conv_gradient = config_dict.placeholder(str)  # "xla" or "patches" (fast inside scanned blocks on CPU), or unset for the platform default
   config.bn_momentum = 0.9  # running-average decay of BatchNorm statistics (PyTorch momentum 0.1)
   config.bn_epsilon = 1e-5  # added to the BatchNorm variance
 

@@ -102,7 +102,8 @@ def _forward(x, kernel, strides, pads, precision):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def patch_conv(x, kernel, strides, pads, precision=None):
-  """Convolve NHWC `x` with HWIO `kernel`, padded by (low, high) `pads`; patch-matmul gradient."""
+  """Convolve NHWC `x` with HWIO `kernel`, padded by (low, high) `pads`, with the patch-matmul
+  gradient."""
   return _forward(x, kernel, strides, pads, precision)
 
 
