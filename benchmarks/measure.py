@@ -141,6 +141,7 @@ def measure_resflax(spec: dict[str, Any]) -> dict[str, Any]:
   config.scan_blocks, config.remat = spec["scan_blocks"], spec["remat"]
   config.materialize_blocks = spec.get("materialize_blocks")
   config.conv_gradient = spec.get("conv_gradient")
+  config.remat_group_size = spec.get("remat_group_size")
   size = spec["image_size"]
   rss_before = peak_rss_mib()
 

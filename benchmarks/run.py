@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import shlex
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,7 @@ VARIANTS = {
     "scan_xla": {"scan_blocks": True, "conv_gradient": "xla"},
     "remat": {"remat": True},
     "scan_remat": {"scan_blocks": True, "remat": True},
+    "scan_remat_blocks": {"scan_blocks": True, "remat": True, "remat_group_size": 1},
     "scan_remat_xla": {"scan_blocks": True, "remat": True, "conv_gradient": "xla"},
     "cached": {"cached": True},
 }
@@ -195,7 +197,8 @@ def build_specs(args: argparse.Namespace, num_devices: int, with_torch: bool,
       for mode in modes:
         for variant in _split(args.variants):
           spec = {"kind": "resflax", "mode": mode, "variant": variant, "dtype": args.dtype,
-                  "scan_blocks": None, "remat": False, "materialize_blocks": None,
+                  "scan_blocks": None, "remat": False, "remat_group_size": None,
+                  "materialize_blocks": None,
                   "conv_gradient": None, "cache_dir": None, "flops": True, **net}
           spec.update({k: v for k, v in VARIANTS[variant].items() if k != "cached"})
           if args.compile_only:
@@ -298,7 +301,7 @@ def main(argv: list[str]) -> int:
   peak = args.peak_gflops or probe["gflops"]
   tag = args.tag or (f"{machine['backend']}-{args.dtype}-b{args.batch_size}"
                      + ("-compile" if args.compile_only else ""))
-  payload = {"tag": tag, "command": "python benchmarks/run.py " + " ".join(argv),
+  payload = {"tag": tag, "command": shlex.join(["python", "benchmarks/run.py", *argv]),
              "date": time.strftime("%Y-%m-%d"), "machine": machine, "peak_gflops": peak,
              "peak_source": "--peak_gflops" if args.peak_gflops else
              f"{probe['size']}x{probe['size']} float32 matmul through JAX: "

@@ -79,6 +79,11 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> 
   if final_size is not None and int(final_size) < 1:
     raise ConfigError(f"invalid --config.final_train_eval_size={final_size}: must be a positive "
                       "integer, or None to use train_eval_size")
+  group_size = config.get("remat_group_size")
+  if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int)
+                                 or group_size < 1):
+    raise ConfigError(f"invalid --config.remat_group_size={group_size!r}: must be a positive "
+                      "integer, or unset to let each stage pick its own")
   if config.validation_size < 0:
     raise ConfigError(f"invalid --config.validation_size={config.validation_size}: must be >= 0")
   if config.batch_size % num_devices:

@@ -171,3 +171,57 @@ def test_build_specs_sets_conv_gradient():
   assert specs["scan"]["scan_blocks"] is True
   assert specs["scan_xla"]["conv_gradient"] == "xla"
   assert specs["scan_remat_xla"]["remat"] is True
+
+
+def test_build_specs_sets_remat_group_size():
+  args = run.parse_args(["--depths", "1202", "--families", "residual",
+                         "--variants", "scan_remat,scan_remat_blocks"])
+  specs = {s["variant"]: s for s in run.build_specs(args, num_devices=1, with_torch=False)}
+  assert specs["scan_remat"]["remat_group_size"] is None
+  assert specs["scan_remat_blocks"]["remat_group_size"] == 1
+  assert specs["scan_remat_blocks"]["remat"] is True
+
+
+def run_convolutions(tmp_path: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
+  command = [sys.executable,
+             str(training_helpers.REPO_ROOT / "benchmarks" / "convolutions.py"), *args]
+  return subprocess.run(command, capture_output=True, text=True, check=False, cwd=tmp_path,
+                        timeout=training_helpers.SUBPROCESS_TIMEOUT)
+
+
+def test_convolutions_writes_table_and_json(tmp_path):
+  completed = run_convolutions(tmp_path, "--batch_size", "2", "--width", "4", "--image_size",
+                               "8", "--repeats", "2", "--warmup", "1", "--torch", "no",
+                               "--json", str(tmp_path / "c.json"))
+  assert completed.returncode == 0, completed.stderr[-2000:]
+  rows = [line for line in completed.stdout.splitlines() if line.startswith("| 2x")]
+  assert len(rows) == 9
+  assert "| 2x8x8x4 | kernel_gradient |" in completed.stdout
+  assert "| 2x2x2x16 | forward |" in completed.stdout
+  record = json.loads((tmp_path / "c.json").read_text())
+  assert record["torch_seconds"] is None
+  assert [shape["channels"] for shape in record["shapes"]] == [4, 8, 16]
+  for stage in record["jax_seconds"]:
+    assert set(stage) == {"forward", "input_gradient", "kernel_gradient"}
+    assert all(seconds > 0 for seconds in stage.values())
+
+
+def test_convolutions_torch_matches_jax_rows(tmp_path):
+  pytest.importorskip("torch")
+  completed = run_convolutions(tmp_path, "--batch_size", "2", "--width", "4", "--image_size",
+                               "8", "--repeats", "2", "--warmup", "1", "--torch", "yes")
+  assert completed.returncode == 0, completed.stderr[-2000:]
+  assert "PyTorch GFLOP/s" in completed.stdout
+  assert completed.stdout.count("x |") == 9
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--image_size", "2"], "third stage"),
+    (["--batch_size", "0"], "batch_size"),
+    (["--warmup", "0"], "warmup"),
+])
+def test_convolutions_bad_arguments(tmp_path, args, message):
+  completed = run_convolutions(tmp_path, "--torch", "no", *args)
+  assert completed.returncode == 2
+  assert message in completed.stderr
+  assert "Traceback" not in completed.stderr

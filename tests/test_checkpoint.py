@@ -172,6 +172,21 @@ def test_longer_run_resumes_from_finished_run(workdir_copy):
                                                            ("eval", 8)]
 
 
+def test_run_resumes_with_other_remat_settings(tmp_path):
+  # Depth 32 has 4 scanned blocks per stage, which groups of 2 split into 2 groups. Remat
+  # settings may change on resume, because the variable layout stays the same.
+  dataset = training_helpers.synthetic_dataset()
+  scanned = dict(depth=32, scan_blocks=True, checkpoint_every=1, eval_every=3)
+  runs = [(3, dict(remat=True, remat_group_size=2)), (5, dict(remat=False)),
+          (6, dict(remat=True, remat_group_size=1))]
+  for index, (num_steps, remat_options) in enumerate(runs):
+    config = training_helpers.small_config(num_steps=num_steps, **scanned, **remat_options)
+    result = training.train_and_evaluate(config, dataset, tmp_path)
+    assert result["steps"] == num_steps
+    if index:
+      assert result["resumed_from_step"] == runs[index - 1][0]
+
+
 def test_unfinished_save_is_ignored(workdir_copy):
   # orbax writes into a temporary folder and renames it when the save is complete.
   leftover = workdir_copy / "checkpoints" / "9.orbax-checkpoint-tmp-1700000000000000"

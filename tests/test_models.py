@@ -538,6 +538,161 @@ def test_remat_scan_matches_unrolled():
   )
 
 
+
+def grouped_remat_gradients(depth: int, group_size: int | None, preactivation: bool = False,
+                            variables=None):
+  """Return the loss, the parameter gradients and the updated `batch_stats` and
+  `intermediates` of a scanned, rematerialised CifarNet, all in the flat scanned layout.
+
+  `variables` (scanned layout) default to those of the net's own init.
+  """
+  model = CifarNet(depth, width=4, scan_blocks=True, remat=True, remat_group_size=group_size,
+                   preactivation=preactivation)
+  x = images()
+  if variables is None:
+    variables = init(CifarNet(depth, width=4, scan_blocks=True, preactivation=preactivation), x)
+
+  def loss(params):
+    logits, state = run(model, {"params": params, "batch_stats": variables["batch_stats"]}, x,
+                        train=True, mutable=["batch_stats", "intermediates"])
+    return jnp.sum(logits**2), state
+
+  (value, state), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+  return value, grads, state
+
+
+@pytest.mark.parametrize("depth, group_size", [(56, 2), (56, 3), (56, 9), (86, 4)])
+def test_grouped_remat_matches_block_remat(depth, group_size):
+  # Depth 56 has 8 scanned blocks per stage: groups of 2 leave no tail, groups of 3 leave a
+  # tail of 2, and 9 is one group of all 8 (run block by block). Depth 86 has 13, which groups
+  # of 4 split into 2 groups and a tail of 5, since a tail of 1 joins the last group.
+  value, grads, state = grouped_remat_gradients(depth, 1)
+  grouped_value, grouped_grads, grouped_state = grouped_remat_gradients(depth, group_size)
+  np.testing.assert_allclose(grouped_value, value, rtol=1e-6)
+  assert jax.tree.structure(grouped_state) == jax.tree.structure(state)
+  assert jax.tree.structure(grouped_grads) == jax.tree.structure(grads)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6),
+               (grouped_grads, grouped_state), (grads, state))
+
+
+def test_grouped_remat_matches_unrolled_gradients():
+  model = CifarNet(56, width=4, scan_blocks=False, preactivation=True)
+  x = images()
+  variables = init(model, x)
+
+  def loss(params):
+    logits, _ = run(model, {"params": params, "batch_stats": variables["batch_stats"]}, x,
+                    train=True, mutable=["batch_stats"])
+    return jnp.sum(logits**2)
+
+  grads = jax.grad(loss)(variables["params"])
+  # Depth 56 has 8 scanned blocks per stage, which groups of 3 split into 2 groups and a tail of 2.
+  _, grouped_grads, _ = grouped_remat_gradients(56, 3, preactivation=True,
+                                                 variables=models.stack_blocks(variables))
+  # Equal up to float rounding: on CPU the scanned net uses patch_conv's gradient, whose sums
+  # run in another order.
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-3, atol=1e-4),
+               models.unstack_blocks(grouped_grads), grads)
+
+
+def test_grouped_remat_keeps_init_and_layout():
+  x = images()
+  flat = init(CifarNet(56, width=4, scan_blocks=True), x)
+  grouped = init(CifarNet(56, width=4, scan_blocks=True, remat=True, remat_group_size=3), x)
+  assert jax.tree.structure(grouped) == jax.tree.structure(flat)
+  jax.tree.map(np.testing.assert_array_equal, grouped, flat)
+
+
+def test_grouped_remat_is_nested_loops():
+  def loops(group_size):
+    model = CifarNet(56, width=4, scan_blocks=True, remat=True, remat_group_size=group_size)
+    x = images()
+    variables = init(model, x)
+    grad = jax.grad(lambda params: jnp.sum(run(model, {**variables, "params": params}, x)))
+    return str(jax.make_jaxpr(grad)(variables["params"])).count("scan[")
+
+  # Block by block, each stage has one loop forward and one backward. In groups of 3 (two
+  # groups and a tail of 2), each stage adds the inner loop, its recomputation in the backward
+  # pass and the tail's two loops.
+  assert loops(1) == 3 * 2
+  assert loops(3) > loops(1) + 3 * 2
+
+
+@pytest.mark.parametrize("depth, group_size", [(302, 7), (134, 5)])
+def test_grouped_remat_shrinks_compiled_memory(depth, group_size):
+  # Depth 302 has 49 scanned blocks per stage, and groups of 7 keep 14 block inputs, not 49.
+  # Depth 134 has 21, which groups of 5 would leave with a tail of 1: that layout needed more
+  # memory than block by block until the tail joined the last group. Smaller images would let
+  # buffers that do not depend on depth hide the difference.
+  x = images(batch=16, size=32)
+
+  def temp_bytes(group_size):
+    model = CifarNet(depth, width=4, scan_blocks=True, remat=True, remat_group_size=group_size)
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+
+    def loss(params, batch_stats):
+      logits, _ = run(model, {"params": params, "batch_stats": batch_stats}, x, train=True,
+                      mutable=["batch_stats"])
+      return jnp.sum(logits**2)
+
+    lowered = jax.jit(jax.grad(loss)).lower(variables["params"], variables["batch_stats"])
+    compiled = lowered.compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  grouped_bytes = temp_bytes(group_size)
+  assert models.resolve_group_size((depth - 2) // 6 - 1, None) == group_size
+  assert grouped_bytes < 0.85 * temp_bytes(1)
+
+
+@pytest.mark.parametrize("repeats, requested, expected", [
+    (199, None, 14), (49, None, 7), (21, None, 5), (17, None, 4), (16, None, 4), (14, None, 4),
+    (13, None, 1), (8, None, 1), (2, None, 1), (1, None, 1),
+    (199, 1, 1), (8, 3, 3), (8, 20, 8),
+])
+def test_resolve_group_size(repeats, requested, expected):
+  assert models.resolve_group_size(repeats, requested) == expected
+
+
+def test_default_group_size_grows_with_depth():
+  sizes = [models.resolve_group_size(repeats, None) for repeats in range(1, 400)]
+  assert sizes == sorted(sizes)
+
+
+@pytest.mark.parametrize("repeats, group_size, layout", [
+    (199, 14, (14, 3)), (12, 4, (3, 0)), (13, 4, (2, 5)), (5, 4, (0, 5)), (8, 20, (1, 0)),
+    (8, 1, (8, 0)),
+])
+def test_group_layout(repeats, group_size, layout):
+  assert models.group_layout(repeats, group_size) == layout
+
+
+def test_kept_block_inputs():
+  assert models.kept_block_inputs(199, 1) == 199
+  assert models.kept_block_inputs(199, 14) == 14 + 14
+  assert models.kept_block_inputs(49, 7) == 7 + 7
+  assert models.kept_block_inputs(13, 4) == 2 + 5
+  assert models.kept_block_inputs(8, 20) == 8
+
+
+@pytest.mark.parametrize("repeats, group_size", [(8, 0), (8, -1), (0, 3), (2.5, 1)])
+def test_group_layout_rejects_bad_input(repeats, group_size):
+  with pytest.raises(ValueError, match="invalid"):
+    models.group_layout(repeats, group_size)
+
+
+@pytest.mark.parametrize("group_size", [0, -2, 1.5, True])
+def test_bad_remat_group_size_raises(group_size):
+  with pytest.raises(ValueError, match="remat_group_size"):
+    CifarNet(20, remat=True, remat_group_size=group_size)
+
+
+@pytest.mark.parametrize("options", [{"remat": False, "scan_blocks": True},
+                                     {"remat": True, "scan_blocks": False}])
+def test_unused_remat_group_size_warns(options):
+  with pytest.warns(UserWarning, match="remat_group_size=3 is ignored"):
+    CifarNet(20, remat_group_size=3, **options)
+
+
 # Options.
 
 

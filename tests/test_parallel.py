@@ -97,6 +97,20 @@ def modes_worker(out_dir: pathlib.Path) -> None:
         batch_size=GLOBAL_BATCH, parallel=mode, sync_batch_norm=True), dataset, mode_devices)
     state = synced_state if runner.model_axis_name else plain_state
     params[name] = runner.fetch(_train_steps(runner, state, dataset)).params
+
+  # Scanned depth 26 (3 scanned blocks per stage: a group of 2 and a tail of 1) with grouped
+  # remat in pmap and mesh mode, against the same net scanned without remat under jit.
+  scanned = {"depth": 26, "scan_blocks": True}
+  grouped = {**scanned, "remat": True, "remat_group_size": 2}
+  grouped_runs = {"grouped_jit": ("jit", devices[:1], scanned),
+                  "grouped_pmap4": ("pmap", devices, grouped),
+                  "grouped_mesh4": ("mesh", devices, grouped)}
+  for name, (mode, mode_devices, options) in grouped_runs.items():
+    run_config = training_helpers.small_config(batch_size=GLOBAL_BATCH, parallel=mode,
+                                               sync_batch_norm=True, **options)
+    runner = _make_runner(run_config, dataset, mode_devices)
+    state = _initial_state(run_config, dataset, axis_name=runner.model_axis_name)
+    params[name] = runner.fetch(_train_steps(runner, state, dataset)).params
   for name, tree in params.items():
     np.savez(out_dir / f"params_{name}.npz", **_flatten(tree))
 
@@ -205,6 +219,17 @@ def test_parallel_params_match_jit(modes_output, name):
   reference = _load(modes_output / "params_jit.npz")
   params = _load(modes_output / f"params_{name}.npz")
   assert params.keys() == reference.keys()
+  for key, expected in reference.items():
+    np.testing.assert_allclose(params[key], expected, rtol=RTOL, atol=ATOL, err_msg=key)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["grouped_pmap4", "grouped_mesh4"])
+def test_grouped_remat_params_match_jit(modes_output, name):
+  reference = _load(modes_output / "params_grouped_jit.npz")
+  params = _load(modes_output / f"params_{name}.npz")
+  assert params.keys() == reference.keys()
+  assert any("/blocks/" in key for key in reference)
   for key, expected in reference.items():
     np.testing.assert_allclose(params[key], expected, rtol=RTOL, atol=ATOL, err_msg=key)
 

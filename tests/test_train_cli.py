@@ -174,6 +174,7 @@ def test_killed_sweep_resumes_without_loss(tmp_path):
         ("--config.num_steps=abc", "num_steps"),
         ("--config.final_train_eval_size=0", "final_train_eval_size"),
         ("--config.conv_gradient=fast", "conv_gradient"),
+        ("--config.remat_group_size=0", "remat_group_size"),
     ],
 )
 def test_bad_config_exits_with_one_line(tmp_path, override, message):
@@ -182,6 +183,17 @@ def test_bad_config_exits_with_one_line(tmp_path, override, message):
   assert message in completed.stderr
   assert "Traceback" not in completed.stderr
   assert not (tmp_path / "w" / "results.jsonl").exists()
+
+
+# ml_collections rejects a float or a string for an int field, but not True.
+@pytest.mark.parametrize("value", [True, 0, -3])
+def test_bad_remat_group_size_in_config_file(value):
+  from resflax import validation  # pylint: disable=import-outside-toplevel
+
+  config = training_helpers.small_config()
+  config.remat_group_size = value
+  with pytest.raises(validation.ConfigError, match="invalid --config.remat_group_size"):
+    validation.validate_config(config)
 
 
 def test_missing_idx_dir_names_fix(tmp_path):

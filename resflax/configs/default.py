@@ -45,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dtype = "float32"  # compute dtype: float32 or bfloat16 (parameters stay float32)
   config.scan_blocks = config_dict.placeholder(bool)  # run identical blocks with nn.scan; None: platform default
   config.remat = False  # rematerialise block activations in the backward pass to save memory
+  config.remat_group_size = config_dict.placeholder(int)  # scanned blocks per checkpointed group with remat (1: block by block); None: picked per stage, grouping stages of 14 or more scanned blocks
   config.materialize_blocks = config_dict.placeholder(bool)  # write each block's output once; None: platform default (on for CPU)
   config.conv_gradient = config_dict.placeholder(str)  # "xla" or "patches" (fast inside scanned blocks on CPU), or unset for the platform default
   config.bn_momentum = 0.9  # running-average decay of BatchNorm statistics (PyTorch momentum 0.1)

@@ -18,7 +18,14 @@ from resflax.models.layers import BatchNorm, conv_kernel_init
 from resflax.models.layout import count_params, layer_responses, stack_blocks, unstack_blocks
 from resflax.models.registry import create, model_names
 from resflax.models import patch_conv
-from resflax.models.stages import Stage, default_materialize_blocks, default_scan_blocks
+from resflax.models.stages import (
+    Stage,
+    default_materialize_blocks,
+    default_scan_blocks,
+    group_layout,
+    kept_block_inputs,
+    resolve_group_size,
+)
 
 __all__ = [
     "BasicBlock",
@@ -35,8 +42,11 @@ __all__ = [
     "create",
     "default_materialize_blocks",
     "default_scan_blocks",
+    "group_layout",
+    "kept_block_inputs",
     "layer_responses",
     "model_names",
+    "resolve_group_size",
     "stack_blocks",
     "unstack_blocks",
 ]

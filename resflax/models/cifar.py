@@ -54,7 +54,13 @@ class CifarNet(nn.Module):
     bn_epsilon: added to the variance in BatchNorm.
     scan_blocks: run the identical blocks of each stage with `nn.scan`; None picks the platform
       default (`stages.default_scan_blocks`: unrolled on CPU, scanned elsewhere).
-    remat: rematerialise block activations in the backward pass to save memory.
+    remat: rematerialise block activations in the backward pass to save memory. Deep stages of
+      scanned blocks are also checkpointed in groups (see `remat_group_size`).
+    remat_group_size: blocks per checkpointed group of scanned blocks with `remat`. Grouped, a
+      stage of N blocks keeps about 2 sqrt(N) block inputs for the backward pass instead of N,
+      at the cost of one more forward pass. None picks about sqrt(N) where that at least halves
+      the kept inputs and 1 otherwise (`stages.resolve_group_size`); 1 rematerialises block by
+      block.
     materialize_blocks: write every block's output to its own buffer; None picks the platform
       default (`stages.default_materialize_blocks`: on for CPU, where it saves recomputation).
     conv_gradient: "xla" (XLA's own convolution gradients) or "patches" (the transposed-conv and
@@ -75,6 +81,7 @@ class CifarNet(nn.Module):
   bn_epsilon: float = 1e-5
   scan_blocks: bool | None = None
   remat: bool = False
+  remat_group_size: int | None = None
   materialize_blocks: bool | None = None
   conv_gradient: str | None = None
 

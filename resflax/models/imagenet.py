@@ -59,6 +59,7 @@ class ImageNetNet(nn.Module):
   bn_epsilon: float = 1e-5
   scan_blocks: bool | None = None
   remat: bool = False
+  remat_group_size: int | None = None
   materialize_blocks: bool | None = None
   conv_gradient: str | None = None
 

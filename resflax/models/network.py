@@ -12,7 +12,12 @@ import jax.numpy as jnp
 from resflax.models.blocks import block_class
 from resflax.models.layers import BatchNorm, ModuleDef, check_shortcut, conv_kernel_init
 from resflax.models import patch_conv
-from resflax.models.stages import Stage, default_materialize_blocks, default_scan_blocks
+from resflax.models.stages import (
+    Stage,
+    check_remat_group_size,
+    default_materialize_blocks,
+    default_scan_blocks,
+)
 
 CONV_GRADIENTS = ("xla", "patches")
 
@@ -32,14 +37,19 @@ class NetworkOptions(Protocol):
   bn_epsilon: float
   scan_blocks: bool | None
   remat: bool
+  remat_group_size: int | None
   materialize_blocks: bool | None
   conv_gradient: str | None
 
 
 def check_options(net: NetworkOptions) -> None:
-  """Raise ValueError for an unknown shortcut or conv gradient, and warn when zero_init_residual
-  is set on a plain net."""
+  """Raise ValueError for an unknown shortcut or conv gradient or a remat group size below 1.
+
+  Warn when zero_init_residual is set on a plain net, and when remat_group_size is set on a net
+  without remat or without scanned blocks, where it has no effect.
+  """
   check_shortcut(net.shortcut)
+  check_remat_group_size(net.remat_group_size)
   if net.conv_gradient not in (None, *CONV_GRADIENTS):
     raise ValueError(
         f"invalid conv_gradient {net.conv_gradient!r}: expected 'xla' (XLA's own convolution "
@@ -50,6 +60,12 @@ def check_options(net: NetworkOptions) -> None:
     warnings.warn(
         "zero_init_residual=True is ignored on a plain net (residual=False): "
         "it would zero the output of every block",
+        stacklevel=5,
+    )
+  if net.remat_group_size is not None and not (net.remat and resolved_scan_blocks(net)):
+    warnings.warn(
+        f"remat_group_size={net.remat_group_size} is ignored: it groups scanned blocks for "
+        "remat, so it needs remat=True and scanned blocks (scan_blocks=True)",
         stacklevel=5,
     )
 
@@ -122,6 +138,7 @@ def apply_stages(
         strides=1 if index == 0 else 2,
         scan_blocks=scan_blocks,
         remat=net.remat,
+        remat_group_size=net.remat_group_size,
         materialize_blocks=materialize_blocks,
         name=f"stage{index + 1}",
     )(x)

@@ -27,11 +27,13 @@ STATE_ITEM = "state"
 META_ITEM = "meta"
 
 # Config keys that may differ between a run and its resumption because they change how the
-# run is observed, stored or how long it lasts, not the state reached at a given step.
+# run is observed, stored or how long it lasts, not the state reached at a given step. The
+# remat keys trade memory for speed and keep the variable layout; gradients with and without
+# remat agree to float rounding.
 RESUMABLE_KEYS = frozenset({
     "name", "families", "depths", "seeds", "num_steps", "progress", "log_every", "eval_every",
     "checkpoint_every", "keep_checkpoints", "eval_batch_size", "data_dir", "idx_dir", "download",
-    "compilation_cache_dir",
+    "compilation_cache_dir", "remat", "remat_group_size",
 })
 
 

@@ -54,6 +54,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int,
       bn_epsilon=config.bn_epsilon,
       scan_blocks=config.scan_blocks,
       remat=config.remat,
+      remat_group_size=config.get("remat_group_size"),
       materialize_blocks=config.get("materialize_blocks"),
       conv_gradient=config.get("conv_gradient"),
   )
