@@ -156,7 +156,7 @@ def measure_torch_in_subprocess(argv: list[str]) -> list[dict[str, float]]:
   completed = subprocess.run([sys.executable, __file__, *argv, "--framework", "torch"],
                              capture_output=True, text=True, check=False)
   if completed.returncode != 0:
-    raise RuntimeError(f"PyTorch measurement failed: {completed.stderr.strip()[-2000:]}")
+    raise RuntimeError(f"the PyTorch measurement failed: {completed.stderr.strip()[-2000:]}")
   return json.loads(completed.stdout)
 
 
@@ -199,7 +199,11 @@ def main(argv: list[str]) -> int:
           file=sys.stderr)
   print(f"Timing 3x3 convolutions at batch {args.batch_size}, width {args.width}, "
         f"{args.image_size}x{args.image_size} maps.", file=sys.stderr)
-  torch_times = measure_torch_in_subprocess(argv) if with_torch else None
+  try:
+    torch_times = measure_torch_in_subprocess(argv) if with_torch else None
+  except RuntimeError as error:
+    print(f"error: {error}\nRerun with --torch no to time JAX alone.", file=sys.stderr)
+    return 1
   jax_times = measure("jax", args)
   shapes = stage_shapes(args.batch_size, args.width, args.image_size)
   print(format_table(shapes, jax_times, torch_times))

@@ -273,10 +273,10 @@ class RematGroups(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     num_groups, tail = group_layout(self.repeats, self.group_size)
-    group = nn.remat(_Group, prevent_cse=False)(
-        self.block, self.features, self.group_size, name=_GROUPS
-    )
     if num_groups:
+      group = nn.remat(_Group, prevent_cse=False)(
+          self.block, self.features, self.group_size, name=_GROUPS
+      )
       x, _ = _scan(_apply_block, num_groups)(group, x)
     if tail:
       x = _scan_blocks(self.block, self.features, tail, _TAIL)(x)
